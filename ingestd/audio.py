@@ -1,0 +1,105 @@
+"""Audio validation at intake: what is this file really, and does it pass the limits?
+
+Headers lie (a truncated mp3 keeps announcing its full length; webm carries no reliable length),
+so the duration that counts is the one counted from the packets actually present: an ffmpeg
+stream-copy pass (no decoding, ~50 ms per minute of audio). ffprobe gives codec, channels and rate
+and decides whether the container is audio at all. Blocking: call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from ingestd import config, errors
+
+AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".m4a", ".mp4", ".webm", ".ogg"})
+PROBE_TIMEOUT_SECONDS = 120
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    duration: float
+    channels: int
+    sample_rate: int
+    codec: str
+
+
+def is_audio_name(name: str) -> bool:
+    """True when the file name has one of the accepted audio extensions (any case)."""
+    return Path(name).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def validate(path: Path, limits: config.LimitsSettings) -> AudioInfo:
+    """Probe ``path`` and check it against ``limits``; raise UploadRejected with the reason."""
+    size = path.stat().st_size
+    if size == 0:
+        raise errors.UploadRejected("empty file (0 bytes)")
+    if size > limits.max_file_bytes:
+        raise errors.UploadRejected(
+            f"too large: {size} bytes > limit of {limits.max_file_bytes} bytes")
+    info = probe(path)
+    if info.duration < limits.min_duration_seconds:
+        raise errors.UploadRejected(
+            f"too short: {info.duration:.1f} s < {limits.min_duration_seconds:g} s")
+    if info.duration > limits.max_duration_seconds:
+        raise errors.UploadRejected(
+            f"too long: {info.duration:.1f} s > {limits.max_duration_seconds:g} s")
+    return info
+
+
+def probe(path: Path) -> AudioInfo:
+    """Codec, channels and rate from ffprobe; duration counted from the packets present."""
+    stream = _first_audio_stream(path)
+    duration = _counted_duration(path)
+    return AudioInfo(
+        duration=duration,
+        channels=int(stream.get("channels") or 0),
+        sample_rate=int(stream.get("sample_rate") or 0),
+        codec=str(stream.get("codec_name") or "unknown"),
+    )
+
+
+def _first_audio_stream(path: Path) -> dict:
+    result = _run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
+                   "stream=codec_name,channels,sample_rate", "-of", "json", str(path)])
+    if result.returncode != 0:
+        raise errors.UploadRejected(f"not a decodable audio file ({_first_line(result.stderr)})")
+    streams = json.loads(result.stdout or "{}").get("streams") or []
+    if not streams:
+        raise errors.UploadRejected("not a decodable audio file (no audio stream)")
+    stream = streams[0]
+    if not stream.get("channels") or not stream.get("sample_rate"):
+        raise errors.UploadRejected("cannot decode: corrupt header (no channels or sample rate)")
+    return stream
+
+
+def _counted_duration(path: Path) -> float:
+    result = _run(["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", str(path),
+                   "-map", "0:a:0", "-c", "copy", "-f", "null", "-", "-progress", "pipe:1"])
+    micros = [line.split("=", 1)[1] for line in result.stdout.splitlines()
+              if line.startswith("out_time_us=")]
+    if result.returncode != 0 or not micros or not micros[-1].strip().isdigit():
+        raise errors.UploadRejected(
+            f"truncated or corrupt audio ({_first_line(result.stderr) or 'no audio packets'})")
+    return int(micros[-1]) / 1_000_000
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, errors="replace",
+                              timeout=PROBE_TIMEOUT_SECONDS, check=False)
+    except FileNotFoundError as exc:
+        raise errors.ConfigError(f"{argv[0]} is not installed (needed to read audio)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise errors.UploadRejected(f"audio probe timed out after {exc.timeout:g} s") from exc
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            # ffmpeg prefixes the path; the operator already knows which file it is.
+            return line.split(": ", 1)[-1].strip()
+    return ""
