@@ -9,6 +9,7 @@ and decides whether the container is audio at all. Blocking: call from a worker 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from ingestd import config, errors
 
 AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".m4a", ".mp4", ".webm", ".ogg"})
 PROBE_TIMEOUT_SECONDS = 120
+_FFMPEG_CONTEXT = re.compile(r"^\[[^\]]*\]\s*")
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,8 @@ def _first_audio_stream(path: Path) -> dict:
     result = _run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
                    "stream=codec_name,channels,sample_rate", "-of", "json", str(path)])
     if result.returncode != 0:
-        raise errors.UploadRejected(f"not a decodable audio file ({_first_line(result.stderr)})")
+        detail = _first_line(result.stderr, path)
+        raise errors.UploadRejected(f"not a decodable audio file ({detail})")
     streams = json.loads(result.stdout or "{}").get("streams") or []
     if not streams:
         raise errors.UploadRejected("not a decodable audio file (no audio stream)")
@@ -82,8 +85,8 @@ def _counted_duration(path: Path) -> float:
     micros = [line.split("=", 1)[1] for line in result.stdout.splitlines()
               if line.startswith("out_time_us=")]
     if result.returncode != 0 or not micros or not micros[-1].strip().isdigit():
-        raise errors.UploadRejected(
-            f"truncated or corrupt audio ({_first_line(result.stderr) or 'no audio packets'})")
+        detail = _first_line(result.stderr, path) or "no audio packets"
+        raise errors.UploadRejected(f"truncated or corrupt audio ({detail})")
     return int(micros[-1]) / 1_000_000
 
 
@@ -97,9 +100,11 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
         raise errors.UploadRejected(f"audio probe timed out after {exc.timeout:g} s") from exc
 
 
-def _first_line(text: str) -> str:
+def _first_line(text: str, path: Path) -> str:
+    """ffmpeg's first complaint without its ``[demuxer @ 0x…]`` or ``<path>:`` prefix."""
     for line in text.splitlines():
-        if line.strip():
-            # ffmpeg prefixes the path; the operator already knows which file it is.
-            return line.split(": ", 1)[-1].strip()
+        line = _FFMPEG_CONTEXT.sub("", line).strip()
+        line = line.removeprefix(f"{path}: ").strip()
+        if line:
+            return line
     return ""

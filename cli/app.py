@@ -1,0 +1,79 @@
+"""The ``ingestd`` command: the daemon (``serve``) and the operator's tools."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from cli import access, campaigns, checks, inspect
+from cli.context import AppContext, app_context
+from cli.output import emit
+from ingestd import errors
+
+app = typer.Typer(help="ingestd: SFTP-first ingestion of call recordings.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.add_typer(campaigns.app, name="campaign")
+app.add_typer(access.sftp_app, name="sftp-user")
+app.add_typer(access.agent_app, name="agent")
+app.add_typer(checks.app, name="check")
+app.add_typer(inspect.batch_app, name="batch")
+app.add_typer(inspect.call_app, name="call")
+
+
+@app.callback()
+def root(ctx: typer.Context,
+         config: Annotated[str | None, typer.Option(
+             "--config", envvar="INGESTD_CONFIG",
+             help="TOML config file (default: ./ingestd.toml if present).")] = None) -> None:
+    """Global options, given before the command."""
+    ctx.obj = AppContext(config_path=config)
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the daemon: SFTP server, sweeper and pipeline workers."""
+    from cli.daemon import serve as run_daemon
+
+    run_daemon(app_context(ctx).settings)
+
+
+@app.command()
+def status(ctx: typer.Context,
+           as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Counts of batches and calls by status."""
+    from sqlalchemy import func
+    from sqlmodel import select
+
+    from ingestd.models import Batch, Call
+
+    with app_context(ctx).db.session() as session:
+        batches = dict(session.exec(select(Batch.status, func.count()).group_by(Batch.status)))
+        calls = dict(session.exec(select(Call.status, func.count()).group_by(Call.status)))
+    emit({"batches": batches, "calls": calls}, as_json)
+
+
+def main() -> None:
+    """Console entry point: one line on stderr and a non-zero exit for any ingestd error."""
+    try:
+        app(standalone_mode=False)
+    except errors.IngestError as exc:
+        print(f"ingestd: {exc.message}", file=sys.stderr)
+        sys.exit(1)
+    except typer.Abort:
+        print("ingestd: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the unexpected: still one line
+        _report_click_or_raise(exc)
+
+
+def _report_click_or_raise(exc: Exception) -> None:
+    import click
+
+    if isinstance(exc, click.exceptions.Exit):
+        sys.exit(exc.exit_code)
+    if isinstance(exc, click.ClickException):
+        print(f"ingestd: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    raise exc
