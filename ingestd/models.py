@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -119,6 +119,11 @@ def _json_list() -> Any:
     return Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
+def _big_int(default: int | None) -> Any:
+    """Byte sizes past 2 GiB and mtimes in nanoseconds overflow a 32-bit INTEGER."""
+    return Field(default=default, sa_column=Column(BigInteger, nullable=default is None))
+
+
 class Campaign(SQLModel, table=True):
     __tablename__ = "campaigns"
 
@@ -209,8 +214,8 @@ class IngestFile(SQLModel, table=True):
     landing_path: str  # relative to the landing root, POSIX separators
     kind: str
     source: str = CallSource.SFTP.value
-    size: int = 0
-    mtime_ns: int | None = None
+    size: int = _big_int(0)
+    mtime_ns: int | None = _big_int(None)
     sha256: str | None = None
     status: str = Field(default=FileStatus.DETECTED.value, index=True)
     reason: str | None = None
@@ -239,7 +244,7 @@ class Call(SQLModel, table=True):
     status: str = CallStatus.PENDING.value
     file_name: str
     storage_key: str | None = None
-    size: int = 0
+    size: int = _big_int(0)
     sha256: str | None = None
     duration: float | None = None
     channels: int | None = None

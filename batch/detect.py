@@ -1,0 +1,120 @@
+"""Finding complete files in the landing tree without server events.
+
+The SFTP server records its uploads itself on a clean close. Files that appear any other way
+(present at start-up, dropped in by other tools) are found here by walking the tree and recorded
+through the same ``LandingRecorder``: such a file counts as complete once its size and mtime
+stayed the same for ``sftp.stable_seconds`` — each change re-records it, which pushes its
+``stable_at`` out. A file whose newest row is already terminal with the same size and mtime was
+handled before but its landing copy outlived a crash: it is reported for clean-up, never
+detected again. Blocking (disk, database): call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from sqlmodel import col, select
+
+from ingestd.db import Database
+from ingestd.landing import ACTIVE_FILE_STATUSES, LandingRecorder, is_temporary
+from ingestd.models import TERMINAL_FILE_STATUSES, IngestFile
+
+log = logging.getLogger(__name__)
+QUERY_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class LandingEntry:
+    """One file found in the landing tree."""
+
+    rel_path: str  # POSIX, relative to the landing root
+    size: int
+    mtime_ns: int
+
+
+class Action(Enum):
+    RECORD = "record"  # never seen, or a new file at a path whose previous file was handled
+    REFRESH = "refresh"  # waiting row, but the file changed since: not stable yet
+    CLEAN_UP = "clean_up"  # handled already; only its landing copy is left over
+    NOTHING = "nothing"
+
+
+def action_for(entry: LandingEntry, newest: IngestFile | None) -> Action:
+    """What to do about a landing file given the newest row recorded for its path."""
+    if newest is None:
+        return Action.RECORD
+    same = same_file(newest, entry.size, entry.mtime_ns)
+    if newest.status in TERMINAL_FILE_STATUSES:
+        return Action.CLEAN_UP if same else Action.RECORD
+    if newest.status in ACTIVE_FILE_STATUSES and not same:
+        return Action.REFRESH
+    return Action.NOTHING
+
+
+def same_file(row: IngestFile, size: int, mtime_ns: int | None) -> bool:
+    """Whether the row describes these bytes; a row without an mtime is judged by size alone."""
+    if row.size != size:
+        return False
+    return row.mtime_ns is None or mtime_ns is None or row.mtime_ns == mtime_ns
+
+
+def walk_landing(root: Path, ignore_patterns: list[str]) -> list[LandingEntry]:
+    """Every non-temporary file under ``root`` (temporary-named folders are not entered)."""
+    entries: list[LandingEntry] = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not is_temporary(d, ignore_patterns))
+        for name in sorted(names):
+            if is_temporary(name, ignore_patterns):
+                continue
+            path = Path(folder, name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed between listing and stat: nothing to detect
+            if path.is_file():
+                rel = path.relative_to(root).as_posix()
+                entries.append(LandingEntry(rel, stat.st_size, stat.st_mtime_ns))
+    return entries
+
+
+def scan(db: Database, recorder: LandingRecorder, root: Path,
+         ignore_patterns: list[str]) -> list[IngestFile]:
+    """Record new or changed landing files; return the rows whose leftover copies need clean-up."""
+    entries = walk_landing(root, ignore_patterns)
+    newest = newest_rows(db, [entry.rel_path for entry in entries])
+    leftovers: list[IngestFile] = []
+    for entry in entries:
+        row = newest.get(entry.rel_path)
+        action = action_for(entry, row)
+        if action in (Action.RECORD, Action.REFRESH):
+            file_id = recorder.landed(entry.rel_path, entry.size, entry.mtime_ns)
+            if file_id and action == Action.RECORD:
+                log.info("file_detected file_id=%s path=%s", file_id, entry.rel_path)
+        elif action == Action.CLEAN_UP and row is not None:
+            leftovers.append(row)
+    return leftovers
+
+
+def newest_rows(db: Database, rel_paths: Iterable[str]) -> dict[str, IngestFile]:
+    """The most recently created row of each landing path that has one."""
+    paths = list(rel_paths)
+    found: dict[str, IngestFile] = {}
+    with db.session() as session:
+        for start in range(0, len(paths), QUERY_CHUNK):
+            chunk = paths[start:start + QUERY_CHUNK]
+            query = select(IngestFile).where(col(IngestFile.landing_path).in_(chunk))
+            for row in session.exec(query):
+                held = found.get(row.landing_path)
+                if held is None or _age_key(row) > _age_key(held):
+                    found[row.landing_path] = row
+    return found
+
+
+def _age_key(row: IngestFile) -> tuple:
+    # Rows created within the same instant: the one still in progress is the newer.
+    return (row.created_at, row.status not in TERMINAL_FILE_STATUSES)

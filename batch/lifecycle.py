@@ -1,0 +1,111 @@
+"""Batches over time: windows that end, files waiting for import, batches that close.
+
+The database side of ``engine.at_deadline`` and ``engine.closing``. Each batch changes in its
+own transaction after re-reading it locked, so sweeps running on several nodes at once agree.
+Blocking: call from a worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlmodel import col, select
+
+from batch import engine
+from batch.routing import view_of
+from ingestd.clock import Clock
+from ingestd.db import Database
+from ingestd.models import (
+    OPEN_BATCH_STATUSES,
+    Batch,
+    BatchStatus,
+    Campaign,
+    CsvMode,
+    FileKind,
+    FileStatus,
+    IngestFile,
+)
+
+log = logging.getLogger(__name__)
+WAITING_FILE_STATUSES = (FileStatus.DETECTED.value, FileStatus.MATCHED.value)
+
+
+class Lifecycle:
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self.db = db
+        self.clock = clock
+
+    def expire_deadlines(self) -> None:
+        """Move every open batch whose window ended on (PROCESSING or FAILED)."""
+        query = select(Batch.id).where(col(Batch.status).in_(_open()),
+                                       Batch.deadline <= self.clock.now())
+        with self.db.session() as session:
+            due = list(session.exec(query))
+        for batch_id in due:
+            outcome = self._expire(batch_id)
+            if outcome is None:
+                continue
+            event = "batch_closed" if outcome.status == BatchStatus.FAILED else "batch_processing"
+            log.info("%s batch_id=%s status=%s reason=%s missing=%s", event, batch_id,
+                     outcome.status.value, outcome.reason, list(outcome.missing))
+
+    def _expire(self, batch_id: str) -> engine.Outcome | None:
+        now = self.clock.now()
+        with self.db.session() as session:
+            batch = session.get(Batch, batch_id, with_for_update=True)
+            if batch is None or batch.status not in OPEN_BATCH_STATUSES:
+                return None  # another sweep got there first
+            campaign = session.get(Campaign, batch.campaign_id)
+            files = list(session.exec(select(IngestFile).where(IngestFile.batch_id == batch.id)))
+            csv_mode = campaign.csv_mode if campaign else CsvMode.OPTIONAL.value
+            outcome = engine.at_deadline(view_of(batch, files), csv_mode)
+            batch.status, batch.reason = outcome.status.value, outcome.reason
+            batch.missing, batch.updated_at = list(outcome.missing), now
+            if outcome.status == BatchStatus.FAILED:
+                batch.closed_at = now
+            session.add(batch)
+        return outcome
+
+    def importable(self) -> list[str]:
+        """Ids of audio files waiting in processing batches whose bytes are stable."""
+        now = self.clock.now()
+        query = (select(IngestFile.id).join(Batch, col(Batch.id) == col(IngestFile.batch_id))
+                 .where(Batch.status == BatchStatus.PROCESSING.value,
+                        IngestFile.kind == FileKind.AUDIO.value,
+                        col(IngestFile.status).in_(WAITING_FILE_STATUSES),
+                        col(IngestFile.stable_at).is_not(None), col(IngestFile.stable_at) <= now)
+                 .order_by(col(IngestFile.created_at), col(IngestFile.id)))
+        with self.db.session() as session:
+            return list(session.exec(query))
+
+    def close_finished(self) -> None:
+        """Close every processing batch none of whose files still waits for import."""
+        query = select(Batch.id).where(Batch.status == BatchStatus.PROCESSING.value)
+        with self.db.session() as session:
+            processing = list(session.exec(query))
+        for batch_id in processing:
+            outcome = self._close(batch_id)
+            if outcome is not None:
+                log.info("batch_closed batch_id=%s status=%s reason=%s", batch_id,
+                         outcome.status.value, outcome.reason)
+
+    def _close(self, batch_id: str) -> engine.Outcome | None:
+        with self.db.session() as session:
+            batch = session.get(Batch, batch_id, with_for_update=True)
+            if batch is None or batch.status != BatchStatus.PROCESSING:
+                return None
+            rows = session.exec(select(IngestFile).where(IngestFile.batch_id == batch.id))
+            files = [engine.FileView(f.id, f.name, FileKind(f.kind), FileStatus(f.status))
+                     for f in rows]
+            if not engine.is_finished(files):
+                return None
+            outcome = engine.closing(files, batch.missing)
+            now = self.clock.now()
+            batch.status, batch.reason = outcome.status.value, outcome.reason
+            batch.updated_at = batch.closed_at = now
+            session.add(batch)
+        return outcome
+
+
+def _open() -> list[str]:
+    return [status.value for status in OPEN_BATCH_STATUSES]

@@ -1,0 +1,130 @@
+"""Triggering the sweeper: ``wake`` after a landing (coalesced) and the apscheduler interval."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import make_campaign
+from sqlmodel import select
+
+from batch.schedule import start_scheduler, stop_scheduler
+from batch.sweeper import Sweeper
+from ingestd.clock import ManualClock
+from ingestd.config import Settings
+from ingestd.db import Database
+from ingestd.intake import Intake
+from ingestd.landing import LandingRecorder
+from ingestd.models import IngestFile
+from ingestd.storage.local import LocalStorage
+
+CSV = b"file_name,agent_code\nlater.mp3,KL003\n"
+
+
+class CountingSweeper(Sweeper):
+    """Counts the passes that really ran."""
+
+    passes = 0
+
+    async def _pass(self) -> None:
+        self.passes += 1
+        await super()._pass()
+
+
+@pytest.fixture
+def sweeper(db: Database, clock: ManualClock, settings: Settings) -> CountingSweeper:
+    make_campaign(db, clock, "acme")
+    recorder = LandingRecorder(db, clock, 0, settings.sftp.ignore_patterns)
+    intake = Intake(db, LocalStorage(settings.storage_path), settings.limits, clock)
+    return CountingSweeper(db, intake, recorder, settings, clock)
+
+
+def drop_csv(settings: Settings) -> None:
+    """A file that appears without any event: only a tick's scan can find it."""
+    target = settings.landing_path / "acme" / "manifest.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(CSV)
+
+
+def routed(db: Database) -> bool:
+    with db.session() as session:
+        rows = list(session.exec(select(IngestFile)))
+    return len(rows) == 1 and rows[0].batch_id is not None
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def test_repeated_wakes_coalesce_into_one_tick(sweeper: CountingSweeper, db: Database,
+                                               settings: Settings) -> None:
+    async def scenario() -> None:
+        drop_csv(settings)
+        for _ in range(5):
+            sweeper.wake(0.05)
+        await wait_for(lambda: routed(db))
+        await sweeper.aclose()
+    asyncio.run(scenario())
+    assert sweeper.passes == 1
+
+
+def test_a_wake_due_much_later_gets_its_own_tick(sweeper: CountingSweeper) -> None:
+    async def scenario() -> None:
+        sweeper.wake(0.0)
+        sweeper.wake(0.4)
+        await wait_for(lambda: sweeper.passes == 2)
+        await sweeper.aclose()
+    asyncio.run(scenario())
+    assert sweeper.passes == 2
+
+
+def test_a_wake_during_a_tick_runs_one_more_tick_after_it(sweeper: CountingSweeper,
+                                                          db: Database,
+                                                          settings: Settings) -> None:
+    async def scenario() -> None:
+        running = asyncio.create_task(sweeper.tick())
+        await asyncio.sleep(0)  # the tick holds the lock now
+        drop_csv(settings)
+        sweeper.wake()
+        sweeper.wake()
+        await running
+        await wait_for(lambda: sweeper.passes == 2)
+        await sweeper.aclose()
+    asyncio.run(scenario())
+    assert sweeper.passes == 2
+    assert routed(db)
+
+
+def test_scheduler_ticks_on_its_interval(sweeper: CountingSweeper, db: Database,
+                                         settings: Settings) -> None:
+    async def scenario() -> None:
+        scheduler = start_scheduler(sweeper, interval_seconds=0.05)
+        try:
+            assert scheduler.running
+            drop_csv(settings)
+            await wait_for(lambda: routed(db) and sweeper.passes >= 2)
+        finally:
+            stop_scheduler(scheduler)
+        await wait_for(lambda: not scheduler.running)
+    asyncio.run(scenario())
+
+
+def test_apscheduler_is_imported_only_by_the_schedule_module() -> None:
+    package = Path(__file__).resolve().parents[2] / "batch"
+    importers = sorted(p.name for p in package.glob("*.py") if "apscheduler" in p.read_text())
+    assert importers == ["schedule.py"]
+
+
+def test_landing_copy_of_a_removed_tree_is_ignored(sweeper: CountingSweeper,
+                                                   settings: Settings) -> None:
+    drop_csv(settings)
+    shutil.rmtree(settings.landing_path)
+    asyncio.run(sweeper.tick())  # a landing tree that is gone is simply empty
+    assert sweeper.passes == 1
