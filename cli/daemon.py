@@ -61,7 +61,7 @@ class Daemon:
         try:
             await self.stop.wait()
         finally:
-            await self._shutdown(acceptor, scheduler, worker_tasks, db)
+            await self._shutdown(acceptor, scheduler, sweeper, worker_tasks, db)
 
     async def _start_sftp(self, db: Database, recorder: LandingRecorder, sweeper: Sweeper) -> Any:
         sftp = self.settings.sftp
@@ -72,8 +72,8 @@ class Daemon:
         self.announce(f"ingestd: SFTP listening on {sftp.host}:{acceptor.get_port()}")
         return acceptor
 
-    async def _shutdown(self, acceptor: Any, scheduler: Any, worker_tasks: list[asyncio.Task],
-                        db: Database) -> None:
+    async def _shutdown(self, acceptor: Any, scheduler: Any, sweeper: Sweeper,
+                        worker_tasks: list[asyncio.Task], db: Database) -> None:
         log.info("daemon_stopping")
         self.stop.set()
         if acceptor is not None:
@@ -81,6 +81,7 @@ class Daemon:
             with suppress(Exception):
                 await asyncio.wait_for(acceptor.wait_closed(), SHUTDOWN_GRACE_SECONDS)
         stop_scheduler(scheduler)
+        await sweeper.aclose()
         # Workers finish the stage they are in or release their call (lease cleared).
         pending: set[asyncio.Task] = set()
         if worker_tasks:
