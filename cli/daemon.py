@@ -27,7 +27,7 @@ from ingestd.intake import Intake
 from ingestd.landing import LandingRecorder
 from ingestd.storage import build_storage
 from pipeline.worker import Worker
-from sftp_server.server import start_sftp_server
+from sftp_server.server import start_sftp_server, stop_sftp_server
 
 log = logging.getLogger("ingestd.daemon")
 SHUTDOWN_GRACE_SECONDS = 20.0
@@ -77,9 +77,9 @@ class Daemon:
         log.info("daemon_stopping")
         self.stop.set()
         if acceptor is not None:
-            acceptor.close()
-            with suppress(Exception):
-                await asyncio.wait_for(acceptor.wait_closed(), SHUTDOWN_GRACE_SECONDS)
+            # Closes open sessions too: their unfinished uploads are discarded, never landed.
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop_sftp_server(acceptor), SHUTDOWN_GRACE_SECONDS)
         stop_scheduler(scheduler)
         await sweeper.aclose()
         # Workers finish the stage they are in or release their call (lease cleared).

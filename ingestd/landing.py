@@ -100,6 +100,18 @@ class LandingRecorder:
                 session.add(row)
 
 
+    def removed(self, rel_path: str) -> None:
+        """The file left the landing path (deleted or renamed away) before it was taken.
+
+        A row not yet in a batch is forgotten: nothing was decided about it. A row already in
+        a batch stays; the batch engine reports it as having disappeared.
+        """
+        with self.db.session() as session:
+            row = active_row(session, rel_path)
+            if row is not None and row.batch_id is None:
+                session.delete(row)
+
+
 def active_row(session: Session, rel_path: str) -> IngestFile | None:
     """The not-yet-taken row (``DETECTED`` or ``MATCHED``) for a landing path, if any."""
     query = (select(IngestFile)

@@ -1,0 +1,215 @@
+"""The SFTP session: asyncssh's per-operation hooks over the user's jail and the landing tree.
+
+- Paths go through :class:`~sftp_server.jail.Jail`: the user sees only its campaign folders;
+  refusals are raised there as SFTP statuses, filesystem errors are translated by asyncssh.
+- Opening a file for writing starts an :class:`~sftp_server.upload.Upload` in ``incoming/``.
+  A clean CLOSE from the client moves it into the landing tree and records it
+  (``LandingRecorder.landed``); a session that ends with the handle still open (dropped
+  connection, killed client) discards it: it never becomes a landing file.
+- Write opens always start a fresh file. Opening an *existing* file for writing without
+  truncation (append, read-write, resume) is refused with permission denied: a partly rewritten
+  recording is never what a telephony system means, and the client can upload it again.
+- Renaming a file (``x.wav.filepart`` → ``x.wav``, posix semantics: an existing target is
+  replaced) records it under its new name. Folders cannot be renamed.
+- SETSTAT/FSETSTAT/LSETSTAT (chmod, times, size) are accepted and ignored. Links cannot be made
+  and existing symlinks are never followed or listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from ingestd.landing import LandingRecorder
+from sftp_server.jail import Jail, VirtualPath, normalise
+from sftp_server.upload import Upload
+
+log = logging.getLogger(__name__)
+
+
+class LandingSftpServer(asyncssh.SFTPServer):
+    """One SFTP session of one user."""
+
+    def __init__(self, chan: asyncssh.SSHServerChannel, jail: Jail, incoming: Path,
+                 recorder: LandingRecorder, on_landed: Callable[[], None]) -> None:
+        super().__init__(chan)
+        self.jail = jail
+        self.incoming = incoming
+        self.recorder = recorder
+        self.on_landed = on_landed
+        self.username = str(chan.get_extra_info("username") or "")
+        self._uploads: set[Upload] = set()
+
+    # Paths -------------------------------------------------------------------------------
+
+    def map_path(self, path: bytes) -> bytes:
+        return os.fsencode(self.jail.local(self.jail.resolve(path)))
+
+    def reverse_map_path(self, path: bytes) -> bytes:
+        return self.jail.to_virtual(Path(os.fsdecode(path))).client_path()
+
+    def realpath(self, path: bytes) -> bytes:
+        return normalise(path).client_path()
+
+    async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
+        where = self.jail.resolve(path)
+        here = _attrs(self.jail.local(where))
+        yield asyncssh.SFTPName(b".", attrs=here)
+        yield asyncssh.SFTPName(b"..", attrs=here)
+        if where.is_root:
+            for slug in sorted(self.jail.slugs):
+                folder = self.jail.local(VirtualPath((slug,)))
+                yield asyncssh.SFTPName(slug.encode("utf-8"), attrs=_attrs(folder))
+            return
+        with os.scandir(self.jail.local(where)) as entries:
+            for entry in entries:
+                if not entry.is_symlink():
+                    attrs = asyncssh.SFTPAttrs.from_local(entry.stat(follow_symlinks=False))
+                    yield asyncssh.SFTPName(os.fsencode(entry.name), attrs=attrs)
+
+    # Files -------------------------------------------------------------------------------
+
+    async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        if not pflags & asyncssh.FXF_WRITE:
+            local = self.jail.local(self.jail.resolve(path))
+            # asyncssh closes it on CLOSE or at the end of the session
+            return open(local, "rb", buffering=0,
+                        opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW))
+        where = self.jail.resolve_inside(path)
+        final = self.jail.local(where)
+        _check_write_open(final, pflags)
+        await asyncio.to_thread(self.recorder.writing, where.rel_path)
+        upload = Upload(self.incoming, where.rel_path, final, self.username)
+        self._uploads.add(upload)
+        return upload
+
+    def close(self, file_obj: object) -> Any:
+        if not isinstance(file_obj, Upload):
+            return super().close(file_obj)
+        self._uploads.discard(file_obj)
+        if self._session_ending():
+            return self._discard(file_obj)
+        return self._land(file_obj)
+
+    def _session_ending(self) -> bool:
+        """True when asyncssh closes a handle because the session ended, not on a CLOSE request.
+
+        asyncssh calls ``close()`` for both. ``channel.is_closing()`` alone does not tell them
+        apart: a client that ends the channel with EOF (a killed ``sftp`` whose ``ssh`` sends
+        EOF, paramiko closing its channel) leaves the send side open during the cleanup. The
+        caller does tell: the handler's ``_process_close`` for a request, ``_cleanup`` at the
+        end. Both are exercised by the tests, so a renamed method in a new asyncssh shows up
+        there; for a caller we do not know, the channel state is the fallback.
+        """
+        caller = sys._getframe(2).f_code.co_name
+        if caller == "_cleanup":
+            return True
+        if caller == "_process_close":
+            return False
+        return self.channel.is_closing()
+
+    async def _land(self, upload: Upload) -> None:
+        landed = await asyncio.to_thread(upload.land)
+        await self._record(landed.rel_path, landed.size, landed.mtime_ns)
+
+    async def _record(self, rel_path: str, size: int, mtime_ns: int) -> None:
+        file_id = await asyncio.to_thread(self.recorder.landed, rel_path, size, mtime_ns)
+        log.info("file_landed username=%s path=%s bytes=%d file_id=%s",
+                 self.username, rel_path, size, file_id)
+        if file_id is not None:
+            self.on_landed()
+
+    async def _discard(self, upload: Upload) -> None:
+        size = upload.discard()
+        log.info("upload_discarded username=%s path=%s bytes=%d",
+                 self.username, upload.rel_path, size)
+        if upload.final_path.is_file():
+            # Opening the path marked its earlier, complete upload as being rewritten; that
+            # file is untouched, so it counts as complete again.
+            info = os.stat(upload.final_path)
+            await self._record(upload.rel_path, info.st_size, info.st_mtime_ns)
+
+    async def exit(self) -> None:
+        for upload in list(self._uploads):
+            self._uploads.discard(upload)
+            await self._discard(upload)
+
+    # Changes to the tree -----------------------------------------------------------------
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        where = normalise(path)
+        if where.is_campaign_folder and where.parts[0] in self.jail.slugs:
+            raise asyncssh.SFTPFileAlreadyExists("the campaign folder already exists")
+        os.mkdir(self.jail.local(self.jail.resolve_inside(path)), 0o755)
+
+    def rmdir(self, path: bytes) -> None:
+        os.rmdir(self.jail.local(self.jail.resolve_inside(path)))
+
+    async def remove(self, path: bytes) -> None:
+        where = self.jail.resolve_inside(path)
+        os.remove(self.jail.local(where))
+        await asyncio.to_thread(self.recorder.removed, where.rel_path)
+
+    async def rename(self, oldpath: bytes, newpath: bytes) -> None:
+        # Replacing an existing target is what WinSCP and rclone expect of a plain rename too.
+        await self.posix_rename(oldpath, newpath)
+
+    async def posix_rename(self, oldpath: bytes, newpath: bytes) -> None:
+        old_where = self.jail.resolve_inside(oldpath)
+        old = self.jail.local(old_where)
+        where = self.jail.resolve_inside(newpath)
+        new = self.jail.local(where)
+        if stat.S_ISDIR(os.lstat(old).st_mode):
+            raise asyncssh.SFTPPermissionDenied("folders cannot be renamed")
+        if new.is_dir():
+            raise asyncssh.SFTPFileIsADirectory("a folder of that name exists")
+        os.replace(old, new)
+        await asyncio.to_thread(self.recorder.removed, old_where.rel_path)
+        info = os.stat(new)
+        await self._record(where.rel_path, info.st_size, info.st_mtime_ns)
+
+    def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self.jail.local(self.jail.resolve(path))  # accepted and ignored, but only in the jail
+
+    def lsetstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        self.jail.local(self.jail.resolve(path))
+
+    def fsetstat(self, file_obj: object, attrs: asyncssh.SFTPAttrs) -> None:
+        return None
+
+    def symlink(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("links cannot be created")
+
+    def link(self, oldpath: bytes, newpath: bytes) -> None:
+        raise asyncssh.SFTPPermissionDenied("links cannot be created")
+
+    def readlink(self, path: bytes) -> bytes:
+        raise asyncssh.SFTPPermissionDenied("symbolic links are not followed")
+
+
+def _check_write_open(final: Path, pflags: int) -> None:
+    """Refuse write opens that cannot start a fresh upload of ``final``."""
+    if final.is_dir():
+        raise asyncssh.SFTPFileIsADirectory("a folder of that name exists")
+    if not final.parent.is_dir():
+        raise asyncssh.SFTPNoSuchFile("the folder does not exist: create it first")
+    exists = final.exists()
+    if exists and pflags & asyncssh.FXF_EXCL:
+        raise asyncssh.SFTPFileAlreadyExists("the file already exists")
+    if not exists and not pflags & asyncssh.FXF_CREAT:
+        raise asyncssh.SFTPNoSuchFile("no such file")
+    if exists and not pflags & asyncssh.FXF_TRUNC:
+        raise asyncssh.SFTPPermissionDenied(
+            "changing an existing file in place is not supported: upload it again")
+
+
+def _attrs(local: Path) -> asyncssh.SFTPAttrs:
+    return asyncssh.SFTPAttrs.from_local(os.stat(local))

@@ -1,0 +1,78 @@
+"""An upload in progress: a temporary file in ``incoming/`` that becomes a landing file on close.
+
+The temporary file lives on the same filesystem as the landing tree, so the final move is one
+atomic ``os.replace``: the batch engine and the sweeper never see half a file under its final
+name. Everything here blocks (fsync, rename); the SFTP handler calls it from a worker thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+TEMP_SUFFIX = ".upload"
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    rel_path: str
+    size: int
+    mtime_ns: int
+
+
+class Upload(io.FileIO):
+    """The client's write handle: a fresh temporary file, readable and writable.
+
+    A ``FileIO`` so asyncssh's default read/write/fstat/fsync hooks work on it unchanged.
+    """
+
+    def __init__(self, incoming: Path, rel_path: str, final_path: Path, username: str) -> None:
+        self.temp_path = incoming / f"{secrets.token_hex(12)}{TEMP_SUFFIX}"
+        super().__init__(self.temp_path, "xb+")
+        self.rel_path = rel_path
+        self.final_path = final_path
+        self.username = username
+
+    def land(self) -> LandedFile:
+        """Make the bytes durable and move them to their landing path (blocking)."""
+        try:
+            self.flush()
+            os.fsync(self.fileno())
+            self.close()
+            self.final_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.temp_path, self.final_path)
+        except BaseException:
+            self.discard()
+            raise
+        info = os.stat(self.final_path)
+        return LandedFile(self.rel_path, info.st_size, info.st_mtime_ns)
+
+    def discard(self) -> int:
+        """Throw the bytes away; returns how many there were."""
+        size = 0
+        with contextlib.suppress(OSError):
+            size = os.stat(self.temp_path).st_size
+        self.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp_path)
+        return size
+
+
+def clear_incoming(incoming: Path) -> int:
+    """Delete uploads left behind by a previous run (it stopped mid-transfer); returns count."""
+    incoming.mkdir(parents=True, exist_ok=True)
+    removed = 0
+    for leftover in incoming.glob(f"*{TEMP_SUFFIX}"):
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+            removed += 1
+    if removed:
+        log.info("stale_uploads_removed count=%d path=%s", removed, incoming)
+    return removed
