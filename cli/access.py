@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import asyncssh
 import typer
 from sqlmodel import col, select
 
@@ -17,7 +16,7 @@ from ingestd import errors
 from ingestd.clock import isoformat
 from ingestd.models import Agent, SftpUser
 from ingestd.views import sftp_user_view
-from sftp_server.auth import hash_password
+from sftp_server.auth import check_public_key, hash_password
 
 sftp_app = typer.Typer(help="Manage SFTP users.", no_args_is_help=True)
 agent_app = typer.Typer(help="Manage agents (calls link to them by code).", no_args_is_help=True)
@@ -102,10 +101,8 @@ def _read_password() -> str:
 
 def _read_public_key(path: Path) -> str:
     try:
-        text = path.read_text().strip()
-        asyncssh.import_public_key(text)
+        return check_public_key(path.read_text())
     except OSError as exc:
         raise errors.IngestError(f"cannot read public key {path}: {exc.strerror}") from exc
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        raise errors.IngestError(f"{path} is not an OpenSSH public key: {exc}") from exc
-    return text
+    except ValueError as exc:
+        raise errors.IngestError(f"{path}: {exc}") from exc

@@ -50,6 +50,16 @@ def verify_password(password: str, stored: str) -> bool:
         return False
 
 
+def check_public_key(text: str) -> str:
+    """The OpenSSH public key line ``text``, stripped; ValueError if it is not one."""
+    line = text.strip()
+    try:
+        asyncssh.import_public_key(line)
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise ValueError(f"not an OpenSSH public key: {exc}") from exc
+    return line
+
+
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
     return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
                           maxmem=128 * r * (n + p + 2) + 1024 * 1024, dklen=HASH_BYTES)
