@@ -1,0 +1,73 @@
+"""The transcription seam: a ``Transcriber`` turns a recording into speaker-labelled utterances.
+
+Implementations live one per module (``pocketsphinx`` offline; cloud vendors later) and are picked
+by name with :func:`build_transcriber`. A name this build cannot serve is a non-retryable
+``ProviderError``: the call fails with that reason rather than getting an invented transcript.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ingestd import errors
+from ingestd.config import Settings
+from ingestd.models import Speaker
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One stretch of speech by one speaker; times in seconds from the start of the audio."""
+
+    speaker: Speaker
+    channel: int | None
+    start: float
+    end: float
+    text: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"speaker": self.speaker.value, "channel": self.channel,
+                "start": round(self.start, 3), "end": round(self.end, 3), "text": self.text}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Utterance:
+        return cls(speaker=Speaker(data["speaker"]), channel=data.get("channel"),
+                   start=float(data["start"]), end=float(data["end"]), text=str(data["text"]))
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """Utterances sorted by start; ``separated`` is False when speakers could not be told apart."""
+
+    utterances: tuple[Utterance, ...]
+    separated: bool
+    provider: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The shape stored in a transcript CallVersion (the provider goes in its own column)."""
+        return {"utterances": [u.to_json() for u in self.utterances],
+                "separated": self.separated}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], provider: str) -> Transcript:
+        utterances = tuple(Utterance.from_json(u) for u in data.get("utterances", []))
+        return cls(utterances=utterances, separated=bool(data.get("separated")),
+                   provider=provider)
+
+
+class Transcriber(Protocol):
+    async def transcribe(self, audio_path: Path, agent_channel: int) -> Transcript:
+        """Transcribe the recording at ``audio_path``; stereo channel ``agent_channel`` is the
+        agent. Raises ProviderError (``retryable`` says whether trying later may help)."""
+        ...
+
+
+def build_transcriber(name: str, settings: Settings) -> Transcriber:
+    """The transcriber called ``name``; ProviderError (not retryable) when this build lacks it."""
+    if name == "pocketsphinx":
+        from pipeline.transcribe.pocketsphinx import PocketsphinxTranscriber
+
+        return PocketsphinxTranscriber()
+    raise errors.ProviderError(f"transcriber {name!r} is not available in this build",
+                               retryable=False)
