@@ -67,6 +67,7 @@ class DaemonProcess:
 
     def start(self, timeout: float = 30) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.output = []
         self.proc = subprocess.Popen([INGESTD, "--config", str(self.config), "serve"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      cwd=self.root, env=env)
@@ -78,6 +79,8 @@ class DaemonProcess:
         assert self.proc is not None
         self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self.proc = None
         return code
 
@@ -86,8 +89,11 @@ class DaemonProcess:
 
     def _drain(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.output.append(line)
+        try:
+            for line in self.proc.stdout:
+                self.output.append(line)
+        except ValueError:  # the pipe was closed by stop()
+            pass
 
 
 def _toml(data_dir: Path, sections: dict[str, dict[str, Any]]) -> str:
