@@ -60,12 +60,21 @@ class SftpSettings(Section):
     stable_seconds: float = 2.0
     ignore_patterns: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_PATTERNS))
     after_import: Literal["delete", "keep"] = "delete"
+    # The defender (like SFTPGo's): a wrong password scores 1, an unknown user 2; an address
+    # above the threshold within the window is refused for ban_seconds.
+    defender_threshold: int = 15
+    defender_window_seconds: float = 1800.0
+    defender_ban_seconds: float = 1800.0
 
 
 class HttpSettings(Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8080
+    rate_limit_per_minute: int = 60  # requests per API key
+    max_concurrent_uploads: int = 10  # per API key
+    allow_private_urls: bool = False  # audio_url may point at private/loopback addresses
+    audio_url_timeout_seconds: float = 60.0
 
 
 class SweeperSettings(Section):
@@ -102,6 +111,7 @@ class PipelineSettings(Section):
     lease_seconds: float = 300.0
     poll_seconds: float = 1.0
     max_attempts: int = 3
+    provider_concurrency: int = 4  # calls in flight per cloud provider
 
 
 class LimitsSettings(Section):
@@ -113,11 +123,23 @@ class LimitsSettings(Section):
 class DeepgramSettings(Section):
     model: str = "nova-3"
     base_url: str = ""
+    timeout_seconds: float = 300.0
+
+
+class AssemblyaiSettings(Section):
+    base_url: str = ""
+    timeout_seconds: float = 600.0
 
 
 class AnthropicSettings(Section):
     model: str = "claude-sonnet-4-5"
     base_url: str = ""
+    timeout_seconds: float = 120.0
+
+
+class WebhookSettings(Section):
+    timeout_seconds: float = 10.0
+    max_attempts: int = 8
 
 
 class Settings(Section):
@@ -134,7 +156,9 @@ class Settings(Section):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
     deepgram: DeepgramSettings = Field(default_factory=DeepgramSettings)
+    assemblyai: AssemblyaiSettings = Field(default_factory=AssemblyaiSettings)
     anthropic: AnthropicSettings = Field(default_factory=AnthropicSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @property
     def data_path(self) -> Path:

@@ -287,3 +287,81 @@ class CallVersion(SQLModel, table=True):
     provider: str
     data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     created_at: datetime
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+class WebhookEvent(StrEnum):
+    CALL_COMPLETED = "call.completed"
+    CALL_FAILED = "call.failed"
+    BATCH_COMPLETED = "batch.completed"
+
+
+class ApiKey(SQLModel, table=True):
+    """A campaign's API key, stored only as the sha256 of the key (keys are 256-bit random)."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=lambda: new_id("key"), primary_key=True)
+    campaign_id: str = Field(foreign_key="campaigns.id", index=True)
+    key_hash: str = Field(unique=True, index=True)
+    prefix: str  # the first characters, to tell keys apart in listings
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class Webhook(SQLModel, table=True):
+    __tablename__ = "webhooks"
+
+    id: str = Field(default_factory=lambda: new_id("whk"), primary_key=True)
+    campaign_id: str = Field(foreign_key="campaigns.id", index=True)
+    url: str
+    secret: str  # the HMAC-SHA256 signing secret
+    events: list[str] = _json_list()  # WebhookEvent values; empty means all
+    active: bool = True
+    created_at: datetime
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one webhook: an outbox row, claimed and retried like a pipeline job."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_claim", "status", "next_attempt_at"),)
+
+    id: str = Field(default_factory=lambda: new_id("dlv"), primary_key=True)
+    webhook_id: str = Field(foreign_key="webhooks.id", index=True)
+    event: str
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = DeliveryStatus.PENDING.value
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime
+    delivered_at: datetime | None = None
+
+
+class BulkJob(SQLModel, table=True):
+    """An ``ingestd upload`` run: many files pushed through the HTTP API as one job."""
+
+    __tablename__ = "bulk_jobs"
+
+    id: str = Field(default_factory=lambda: new_id("job"), primary_key=True)
+    campaign_id: str = Field(foreign_key="campaigns.id", index=True)
+    status: str = BulkJobStatus.QUEUED.value
+    total_files: int = 0
+    total_bytes: int = _big_int(0)
+    done_files: int = 0
+    failed_files: int = 0
+    duplicate_files: int = 0
+    done_bytes: int = _big_int(0)
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None

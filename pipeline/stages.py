@@ -59,6 +59,11 @@ class Job:
     flag_threshold: float
     checks: tuple[CheckSpec, ...]
 
+    @property
+    def hints(self) -> tuple[str, ...]:
+        """The phrases the campaign's checks listen for, for transcribers that use hints."""
+        return tuple(dict.fromkeys(p for check in self.checks for p in check.phrases))
+
 
 def retry_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Seconds to wait before attempt ``attempt + 1``: doubling from 30 s, capped at 1 h,
@@ -110,7 +115,7 @@ class CallProcessor:
     async def _transcribe(self, job: Job) -> Transcript:
         transcriber = self.transcriber_for(job.transcriber)
         async with self._local_copy(job.storage_key) as path:
-            transcript = await transcriber.transcribe(path, job.agent_channel)
+            transcript = await transcriber.transcribe(path, job.agent_channel, job.hints)
         log.info("call_transcribed call_id=%s provider=%s utterances=%d", job.call_id,
                  transcript.provider, len(transcript.utterances))
         return transcript

@@ -49,7 +49,10 @@ async def start_sftp_server(settings: Settings, db: Database, recorder: LandingR
     """
     key = await asyncio.to_thread(load_or_create_host_key, settings.host_key_path)
     await asyncio.to_thread(_prepare_folders, settings)
-    guard = defender or Defender()
+    sftp = settings.sftp
+    guard = defender or Defender(threshold=sftp.defender_threshold,
+                                 window_seconds=sftp.defender_window_seconds,
+                                 ban_seconds=sftp.defender_ban_seconds)
     sessions = _SessionFactory(settings, db, recorder, on_landed)
     live: set[asyncssh.SSHServerConnection] = set()
     acceptor = await asyncssh.listen(

@@ -14,9 +14,9 @@ from ingestd.config import Settings, load_settings
 from ingestd.db import Database
 from ingestd.models import Campaign
 
-CORPUS = (Path(__file__).resolve().parents[2] / "shared" / "corpus")
-if not CORPUS.is_dir():  # CI clones the repo with shared/ beside it; a dev checkout too
-    CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+# CI clones the repo with shared/ beside it, as in a developer's checkout.
+CORPUS = Path(os.environ.get("INGESTD_TEST_CORPUS")
+              or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 
 
 @pytest.fixture(autouse=True)

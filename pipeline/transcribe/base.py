@@ -57,9 +57,12 @@ class Transcript:
 
 
 class Transcriber(Protocol):
-    async def transcribe(self, audio_path: Path, agent_channel: int) -> Transcript:
+    async def transcribe(self, audio_path: Path, agent_channel: int,
+                         hints: tuple[str, ...] = ()) -> Transcript:
         """Transcribe the recording at ``audio_path``; stereo channel ``agent_channel`` is the
-        agent. Raises ProviderError (``retryable`` says whether trying later may help)."""
+        agent. ``hints`` are phrases the campaign listens for (its checks' phrases): a provider
+        may use them to bias recognition (keywords, a language model) but never to invent text.
+        Raises ProviderError (``retryable`` says whether trying later may help)."""
         ...
 
 

@@ -54,7 +54,8 @@ class PocketsphinxTranscriber:
 
     provider = PROVIDER
 
-    async def transcribe(self, audio_path: Path, agent_channel: int) -> Transcript:
+    async def transcribe(self, audio_path: Path, agent_channel: int,
+                         hints: tuple[str, ...] = ()) -> Transcript:
         """Transcribe in a worker thread; ProviderError when the audio cannot be decoded.
 
         A thread cannot be killed: when this coroutine is cancelled (worker shutdown), the
