@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli import access, campaigns, checks, inspect
+from cli import access, batches, calls, campaigns, checks
 from cli.context import AppContext, app_context
 from cli.output import emit
 from ingestd import errors
@@ -18,8 +18,8 @@ app.add_typer(campaigns.app, name="campaign")
 app.add_typer(access.sftp_app, name="sftp-user")
 app.add_typer(access.agent_app, name="agent")
 app.add_typer(checks.app, name="check")
-app.add_typer(inspect.batch_app, name="batch")
-app.add_typer(inspect.call_app, name="call")
+app.add_typer(batches.app, name="batch")
+app.add_typer(calls.app, name="call")
 
 
 @app.callback()
