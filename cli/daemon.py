@@ -95,8 +95,11 @@ class Daemon:
 
 def serve(settings: Settings) -> None:
     """Run the daemon until SIGTERM or SIGINT."""
-    logging.basicConfig(level=os.environ.get("INGESTD_LOG_LEVEL", "INFO"),
+    logging.basicConfig(level=settings.log_level,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    # Their INFO lines repeat every tick or migration check: noise next to our own events.
+    for chatty in ("apscheduler", "alembic", "asyncssh"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     asyncio.run(_serve(settings))
 
 

@@ -146,6 +146,7 @@ class Settings(Section):
     """Every setting of the daemon and the CLI. Paths left empty derive from ``data_dir``."""
 
     data_dir: str = "./var"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     sftp: SftpSettings = Field(default_factory=SftpSettings)
