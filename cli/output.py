@@ -20,7 +20,8 @@ def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
         return
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    typer.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))
+               .rstrip())
     for row in cells:
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 

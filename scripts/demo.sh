@@ -24,6 +24,12 @@ if ! "$ING" campaign show demo >/dev/null 2>&1; then
     --phrase "is there anything else I can help you with" --speaker agent
   "$ING" check add --campaign demo --name no_promises --kind forbidden_phrase \
     --phrase "I guarantee" --phrase "you will definitely make money" --critical
+  # The test corpus's agents, so calls named like call_JS001_….mp3 link to them.
+  "$ING" agent add JS001 --name "James Smith" >/dev/null 2>&1 || true
+  "$ING" agent add JD002 --name "Julia Diaz" >/dev/null 2>&1 || true
+  "$ING" agent add KL003 --name "Kevin Lee" >/dev/null 2>&1 || true
+  "$ING" agent add RB004 --name "Rachel Brooks" >/dev/null 2>&1 || true
+  "$ING" agent add ZL005 --name "Zoë Lefèvre" >/dev/null 2>&1 || true
 fi
 
 password_file="$DATA_DIR/demo-sftp-password"
