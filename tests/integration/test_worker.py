@@ -175,7 +175,8 @@ def test_missing_recording_fails_with_a_reason(db: Database, settings: Settings,
 class OutageTranscriber:
     """A transcriber whose vendor is down: every call ends in a retryable error."""
 
-    async def transcribe(self, audio_path: Path, agent_channel: int) -> Transcript:
+    async def transcribe(self, audio_path: Path, agent_channel: int,
+                         hints: tuple[str, ...] = ()) -> Transcript:
         raise errors.ProviderError("transcription service unavailable (HTTP 503)",
                                    retryable=True)
 
@@ -215,7 +216,8 @@ class StuckTranscriber:
     def __init__(self, started: asyncio.Event) -> None:
         self.started = started
 
-    async def transcribe(self, audio_path: Path, agent_channel: int) -> Transcript:
+    async def transcribe(self, audio_path: Path, agent_channel: int,
+                         hints: tuple[str, ...] = ()) -> Transcript:
         self.started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
