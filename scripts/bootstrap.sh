@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything ingestd needs on a fresh Debian machine, idempotently:
-# system packages (ffmpeg for audio, OpenSSH's sftp client for the tests) and a virtualenv in
+# system packages (ffmpeg for audio; OpenSSH's sftp, rclone, lftp and curl for the client tests)
+# and a virtualenv in
 # .venv with the package and its test extra. Re-runs are fast: pip runs only when
 # pyproject.toml changed since the last successful install.
 set -euo pipefail
@@ -10,6 +11,9 @@ need_apt=()
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v ffprobe >/dev/null 2>&1 || need_apt+=(ffmpeg)
 command -v sftp >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
+command -v lftp >/dev/null 2>&1 || need_apt+=(lftp)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing system packages: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

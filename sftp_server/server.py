@@ -1,5 +1,9 @@
 """The SFTP listener: host key, ciphers, and one :class:`LandingSftpServer` per session.
 
+Sessions are handed out by the connection (``session_requested``) rather than by
+``listen(sftp_factory=…)``, so that the client's bytes pass through
+:class:`~sftp_server.framing.TrimmingSftpSession` first (rclone 1.60's malformed WRITEs).
+
 The host key is generated once (ed25519, mode 0600) and read back on every later start; a key
 that cannot be read stops the start-up instead of being replaced, because clients pin it.
 """
@@ -25,6 +29,7 @@ from ingestd.db import Database
 from ingestd.landing import LandingRecorder
 from ingestd.models import Campaign, SftpUser
 from sftp_server.auth import Defender, SftpAuthServer
+from sftp_server.framing import TrimmingSftpSession
 from sftp_server.handler import LandingSftpServer
 from sftp_server.jail import Jail
 from sftp_server.upload import clear_incoming
@@ -58,9 +63,8 @@ async def start_sftp_server(settings: Settings, db: Database, recorder: LandingR
     acceptor = await asyncssh.listen(
         settings.sftp.host, settings.sftp.port,
         server_host_keys=[key],
-        server_factory=lambda: SftpAuthServer(db, guard, live),
-        sftp_factory=sessions.open_session,
-        allow_scp=False, agent_forwarding=False, x11_forwarding=False,
+        server_factory=lambda: _SftpConnection(db, guard, live, sessions.open_session),
+        agent_forwarding=False, x11_forwarding=False,
         encryption_algs=preferred_ciphers(),
     )
     _live_connections[acceptor] = live
@@ -134,6 +138,22 @@ def allowed_slugs(db: Database, username: str) -> frozenset[str]:
         if user.campaigns:
             query = query.where(col(Campaign.slug).in_(user.campaigns))
         return frozenset(session.exec(query).all())
+
+
+class _SftpConnection(SftpAuthServer):
+    """One client connection: authenticated by the parent, each session an SFTP session.
+
+    Shells, commands and scp are refused, as ``listen(sftp_factory=…)`` refuses them.
+    """
+
+    def __init__(self, db: Database, defender: Defender,
+                 live: set[asyncssh.SSHServerConnection],
+                 sftp_factory: asyncssh.SFTPServerFactory) -> None:
+        super().__init__(db, defender, live)
+        self.sftp_factory = sftp_factory
+
+    def session_requested(self) -> TrimmingSftpSession:
+        return TrimmingSftpSession(self.sftp_factory)
 
 
 class _SessionFactory:
