@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything ingestd needs on a fresh Debian machine, idempotently:
 # system packages (ffmpeg for audio; OpenSSH's sftp, rclone, lftp and curl for the client tests)
-# and a virtualenv in
-# .venv with the package and its test extra. Re-runs are fast: pip runs only when
-# pyproject.toml changed since the last successful install.
+# and a virtualenv in .venv with the package and its test extra. Re-runs are fast: pip runs only
+# when pyproject.toml changed since the last successful install.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
