@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli import access, batches, calls, campaigns, checks
+from cli import access, batches, calls, campaigns, checks, webhooks
 from cli.context import AppContext, app_context
 from cli.output import emit
 from ingestd import errors
@@ -20,6 +20,7 @@ app.add_typer(access.agent_app, name="agent")
 app.add_typer(checks.app, name="check")
 app.add_typer(batches.app, name="batch")
 app.add_typer(calls.app, name="call")
+app.add_typer(webhooks.app, name="webhook")
 
 
 @app.callback()

@@ -26,6 +26,7 @@ from ingestd.db import Database
 from ingestd.intake import Intake
 from ingestd.landing import LandingRecorder
 from ingestd.storage import build_storage
+from pipeline.delivery import WebhookSender
 from pipeline.worker import Worker
 from sftp_server.server import start_sftp_server, stop_sftp_server
 
@@ -55,6 +56,8 @@ class Daemon:
         workers = [Worker(db, storage, settings, clock, f"{_node_name()}-w{i}")
                    for i in range(settings.pipeline.workers)]
         worker_tasks = [asyncio.create_task(w.run(self.stop)) for w in workers]
+        sender = WebhookSender(db, settings, clock, f"{_node_name()}-webhooks")
+        worker_tasks.append(asyncio.create_task(sender.run(self.stop)))
         sweeper.wake()  # pick up whatever waited in the landing tree while we were down
         self.announce(f"ingestd: running (data in {settings.data_path.resolve()}); "
                       "Ctrl-C or SIGTERM stops it")

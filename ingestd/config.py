@@ -132,7 +132,7 @@ class AssemblyaiSettings(Section):
 
 
 class AnthropicSettings(Section):
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-4-6"
     base_url: str = ""
     timeout_seconds: float = 120.0
 

@@ -37,7 +37,7 @@ class DecodedAudio:
 
 def decode(path: Path, sample_rate: int = SAMPLE_RATE) -> DecodedAudio:
     """Decode ``path`` to PCM; raise a non-retryable ProviderError when it cannot be read."""
-    channel_count = min(_channel_count(path), MAX_CHANNELS)
+    channel_count = channel_count_of(path)
     argv = ["ffmpeg", "-nostdin", "-hide_banner", "-v", "error", "-i", str(path),
             "-map", "0:a:0", "-ac", str(channel_count), "-ar", str(sample_rate),
             "-f", "s16le", "-acodec", "pcm_s16le", "pipe:1"]
@@ -59,7 +59,12 @@ def split_channels(interleaved: bytes, channel_count: int) -> tuple[bytes, ...]:
     return tuple(view[index::channel_count].tobytes() for index in range(channel_count))
 
 
-def _channel_count(path: Path) -> int:
+def channel_count_of(path: Path) -> int:
+    """Channels of the first audio stream, capped at two (blocking: runs ffprobe)."""
+    return min(_probe_channels(path), MAX_CHANNELS)
+
+
+def _probe_channels(path: Path) -> int:
     result = _run(["ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries",
                    "stream=channels", "-of", "csv=p=0", str(path)])
     text = result.stdout.decode(errors="replace").strip().splitlines()

@@ -29,10 +29,19 @@ from ingestd import errors
 from ingestd.clock import Clock
 from ingestd.config import Settings
 from ingestd.db import Database
-from ingestd.models import Call, CallStatus, CallVersion, Campaign, QualityCheck, VersionKind
+from ingestd.models import (
+    Call,
+    CallStatus,
+    CallVersion,
+    Campaign,
+    QualityCheck,
+    VersionKind,
+    WebhookEvent,
+)
 from ingestd.storage import Storage
-from pipeline import scoring
+from pipeline import scoring, webhooks
 from pipeline.analyze.base import Analyzer, CheckOutcome, CheckSpec, build_analyzer
+from pipeline.provider import shared_slots
 from pipeline.transcribe.base import Transcriber, Transcript, build_transcriber
 
 log = logging.getLogger(__name__)
@@ -58,6 +67,8 @@ class Job:
     analyzer: str
     flag_threshold: float
     checks: tuple[CheckSpec, ...]
+    # Set when the call resumes at analysis: the current transcript, reused as it is.
+    transcript: Transcript | None = None
 
     @property
     def hints(self) -> tuple[str, ...]:
@@ -82,17 +93,21 @@ class CallProcessor:
         self.settings = settings
         self.clock = clock
         self.worker_id = worker_id
+        self.slots = shared_slots(settings.pipeline.provider_concurrency)
 
     async def process(self, call_id: str) -> None:
         """Take the call from wherever it stands to COMPLETED, PENDING (retry) or FAILED."""
         stage = TRANSCRIPTION
         try:
             job = await asyncio.to_thread(self._start, call_id)
-            transcript = await self._transcribe(job)
-            await asyncio.to_thread(self._save_transcript, job, transcript)
+            transcript = job.transcript
+            if transcript is None:
+                transcript = await self._transcribe(job)
+                await asyncio.to_thread(self._save_transcript, job, transcript)
             stage = ANALYSIS
             analyzer = self.analyzer_for(job.analyzer)
-            outcomes = await analyzer.analyze(transcript, list(job.checks))
+            async with self.slots.hold(job.analyzer):
+                outcomes = await analyzer.analyze(transcript, list(job.checks))
             await asyncio.to_thread(self._complete, job, outcomes)
         except LeaseLost:
             log.warning("call_lease_lost call_id=%s worker_id=%s", call_id, self.worker_id)
@@ -114,7 +129,8 @@ class CallProcessor:
 
     async def _transcribe(self, job: Job) -> Transcript:
         transcriber = self.transcriber_for(job.transcriber)
-        async with self._local_copy(job.storage_key) as path:
+        async with self._local_copy(job.storage_key) as path, \
+                self.slots.hold(job.transcriber):
             transcript = await transcriber.transcribe(path, job.agent_channel, job.hints)
         log.info("call_transcribed call_id=%s provider=%s utterances=%d", job.call_id,
                  transcript.provider, len(transcript.utterances))
@@ -139,12 +155,26 @@ class CallProcessor:
             rows = session.exec(select(QualityCheck)
                                 .where(QualityCheck.campaign_id == call.campaign_id)
                                 .order_by(QualityCheck.id)).all()
-            self._set_status(call, CallStatus.TRANSCRIBING)
+            transcript = self._resumable_transcript(session, call)
+            self._set_status(call, CallStatus.ANALYZING if transcript else CallStatus.TRANSCRIBING)
             session.add(call)
             return Job(call_id=call.id, storage_key=call.storage_key,
                        agent_channel=campaign.agent_channel, transcriber=campaign.transcriber,
                        analyzer=campaign.analyzer, flag_threshold=campaign.flag_threshold,
-                       checks=tuple(CheckSpec.from_row(row) for row in rows))
+                       checks=tuple(CheckSpec.from_row(row) for row in rows),
+                       transcript=transcript)
+
+    def _resumable_transcript(self, session: Session, call: Call) -> Transcript | None:
+        """The current transcript when the call resumes at analysis: it was queued for
+        analysis only (``reprocess --analysis``, a retry after analysis failed), or a worker died
+        while analyzing. Otherwise None: transcription runs (again)."""
+        at_analysis = call.stage == ANALYSIS or call.status == CallStatus.ANALYZING.value
+        if not at_analysis or call.transcript_version <= 0:
+            return None
+        row = session.exec(select(CallVersion).where(
+            CallVersion.call_id == call.id, CallVersion.kind == VersionKind.TRANSCRIPT.value,
+            CallVersion.version == call.transcript_version)).first()
+        return Transcript.from_json(row.data, row.provider) if row else None
 
     def _save_transcript(self, job: Job, transcript: Transcript) -> None:
         with self.db.session() as session:
@@ -168,8 +198,11 @@ class CallProcessor:
             self._set_status(call, CallStatus.COMPLETED)
             call.completed_at = call.updated_at
             call.stage = call.error = call.next_attempt_at = None
+            call.attempts = 0
             _release(call)
             session.add(call)
+            webhooks.enqueue_call_event(session, call, WebhookEvent.CALL_COMPLETED,
+                                        self.clock.now())
         log.info("call_completed call_id=%s score=%s flagged=%s", job.call_id, verdict.score,
                  verdict.flagged)
 
@@ -206,6 +239,7 @@ class CallProcessor:
         self._set_status(call, CallStatus.FAILED)
         _release(call)
         session.add(call)
+        webhooks.enqueue_call_event(session, call, WebhookEvent.CALL_FAILED, self.clock.now())
         log.warning("call_failed call_id=%s stage=%s error=%s", call.id, stage, reason)
 
     def _owned(self, session: Session, call_id: str) -> Call:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from ingestd import errors
 from ingestd.config import Settings
 from ingestd.models import CheckKind, CheckResult, QualityCheck
+from pipeline import provider
 from pipeline.transcribe.base import Transcript
 
 
@@ -59,10 +60,15 @@ class Analyzer(Protocol):
 
 
 def build_analyzer(name: str, settings: Settings) -> Analyzer:
-    """The analyzer called ``name``; ProviderError (not retryable) when this build lacks it."""
+    """The analyzer called ``name``; ProviderError (not retryable) when this build lacks it or
+    its API key is not set."""
     if name == "rules":
         from pipeline.analyze.rules import RulesAnalyzer
 
         return RulesAnalyzer()
+    if name == "anthropic":
+        from pipeline.analyze.anthropic import AnthropicAnalyzer
+
+        return AnthropicAnalyzer(provider.api_key("ANTHROPIC_API_KEY"), settings.anthropic)
     raise errors.ProviderError(f"analyzer {name!r} is not available in this build",
                                retryable=False)

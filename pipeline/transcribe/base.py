@@ -1,8 +1,9 @@
 """The transcription seam: a ``Transcriber`` turns a recording into speaker-labelled utterances.
 
-Implementations live one per module (``pocketsphinx`` offline; cloud vendors later) and are picked
-by name with :func:`build_transcriber`. A name this build cannot serve is a non-retryable
-``ProviderError``: the call fails with that reason rather than getting an invented transcript.
+Implementations live one per module (``pocketsphinx`` offline; ``deepgram`` and ``assemblyai``
+through their SDKs) and are picked by name with :func:`build_transcriber`. A name this build
+cannot serve is a non-retryable ``ProviderError``: the call fails with that reason rather than
+getting an invented transcript.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 from ingestd import errors
 from ingestd.config import Settings
 from ingestd.models import Speaker
+from pipeline import provider
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,26 @@ class Transcriber(Protocol):
         ...
 
 
+def speaker_for_channel(channel: int, agent_channel: int) -> Speaker:
+    """Stereo layout: the campaign's agent channel is the agent, any other is the customer."""
+    return Speaker.AGENT if channel == agent_channel else Speaker.CUSTOMER
+
+
 def build_transcriber(name: str, settings: Settings) -> Transcriber:
-    """The transcriber called ``name``; ProviderError (not retryable) when this build lacks it."""
+    """The transcriber called ``name``; ProviderError (not retryable) when this build lacks it
+    or its API key is not set."""
     if name == "pocketsphinx":
         from pipeline.transcribe.pocketsphinx import PocketsphinxTranscriber
 
         return PocketsphinxTranscriber()
+    if name == "deepgram":
+        from pipeline.transcribe.deepgram import DeepgramTranscriber
+
+        return DeepgramTranscriber(provider.api_key("DEEPGRAM_API_KEY"), settings.deepgram)
+    if name == "assemblyai":
+        from pipeline.transcribe.assemblyai import AssemblyaiTranscriber
+
+        return AssemblyaiTranscriber(provider.api_key("ASSEMBLYAI_API_KEY"),
+                                     settings.assemblyai)
     raise errors.ProviderError(f"transcriber {name!r} is not available in this build",
                                retryable=False)

@@ -117,11 +117,19 @@ def test_silent_call_fails_its_phrase_checks_and_is_flagged(db: Database, settin
     assert call.flag_reasons == ["score 50 below threshold 70"]
 
 
+@pytest.mark.parametrize(("transcriber", "reason"), [
+    ("whisper", "transcriber 'whisper' is not available in this build"),
+    ("deepgram", "DEEPGRAM_API_KEY is not set"),
+])
 def test_unavailable_transcriber_fails_the_call_with_the_reason(any_db: Database,
                                                                 settings: Settings,
                                                                 clock: ManualClock,
-                                                                corpus: Path) -> None:
-    campaign = make_campaign(any_db, clock, "cloud", transcriber="deepgram")
+                                                                corpus: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                transcriber: str,
+                                                                reason: str) -> None:
+    monkeypatch.delenv("DEEPGRAM_API_KEY", raising=False)
+    campaign = make_campaign(any_db, clock, "cloud", transcriber=transcriber)
     call_id = queue_call(any_db, settings, clock, campaign.id, corpus / "calls" / SHORT_CALL)
 
     assert asyncio.run(worker_for(any_db, settings, clock).run_once()) is True
@@ -129,7 +137,7 @@ def test_unavailable_transcriber_fails_the_call_with_the_reason(any_db: Database
     call, versions = load(any_db, call_id)
     assert call.status == CallStatus.FAILED
     assert call.stage == "transcription"
-    assert call.error == "transcriber 'deepgram' is not available in this build"
+    assert call.error == reason
     assert (call.claimed_by, call.lease_until, call.score) == (None, None, None)
     assert versions == []
 

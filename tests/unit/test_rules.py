@@ -116,6 +116,6 @@ def test_unknown_analyzer_is_a_clear_permanent_error(settings) -> None:
     from ingestd.errors import ProviderError
 
     assert isinstance(build_analyzer("rules", settings), RulesAnalyzer)
-    with pytest.raises(ProviderError, match="analyzer 'anthropic' is not available") as caught:
-        build_analyzer("anthropic", settings)
+    with pytest.raises(ProviderError, match="analyzer 'gpt' is not available") as caught:
+        build_analyzer("gpt", settings)
     assert caught.value.retryable is False
