@@ -1,18 +1,20 @@
 """Batches over time: windows that end, files waiting for import, batches that close.
 
 The database side of ``engine.at_deadline`` and ``engine.closing``. Each batch changes in its
-own transaction after re-reading it locked, so sweeps running on several nodes at once agree.
+own transaction after re-reading it locked (and, at its deadline, under the scope's lock that
+routing takes too), so sweeps running on several nodes at once agree.
 Blocking: call from a worker thread.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from batch import engine
-from batch.routing import view_of
+from batch.routing import lock_scope, view_of
 from ingestd.clock import Clock
 from ingestd.db import Database
 from ingestd.models import (
@@ -52,8 +54,13 @@ class Lifecycle:
     def _expire(self, batch_id: str) -> engine.Outcome | None:
         now = self.clock.now()
         with self.db.session() as session:
-            batch = session.get(Batch, batch_id, with_for_update=True)
-            if batch is None or batch.status not in OPEN_BATCH_STATUSES:
+            batch = session.get(Batch, batch_id)
+            if batch is None:
+                return None
+            # Routing may be binding a file to this batch right now: decide after it committed.
+            lock_scope(session, batch.campaign_id, batch.scope)
+            session.refresh(batch, with_for_update=True)
+            if batch.status not in OPEN_BATCH_STATUSES:
                 return None  # another sweep got there first
             campaign = session.get(Campaign, batch.campaign_id)
             files = list(session.exec(select(IngestFile).where(IngestFile.batch_id == batch.id)))
@@ -77,6 +84,20 @@ class Lifecycle:
                  .order_by(col(IngestFile.created_at), col(IngestFile.id)))
         with self.db.session() as session:
             return list(session.exec(query))
+
+    def next_due(self) -> datetime | None:
+        """The next moment a sweep has work without any new event: a window that ends or a
+        recorded file that becomes stable (both strictly in the future)."""
+        now = self.clock.now()
+        deadline = (select(func.min(Batch.deadline))
+                    .where(col(Batch.status).in_(_open()), Batch.deadline > now))
+        stable = (select(func.min(IngestFile.stable_at))
+                  .where(IngestFile.status == FileStatus.DETECTED.value,
+                         col(IngestFile.batch_id).is_(None), col(IngestFile.stable_at) > now))
+        with self.db.session() as session:
+            found = [session.exec(deadline).one(), session.exec(stable).one()]
+        moments = [m if m.tzinfo else m.replace(tzinfo=UTC) for m in found if m is not None]
+        return min(moments, default=None)
 
     def close_finished(self) -> None:
         """Close every processing batch none of whose files still waits for import."""

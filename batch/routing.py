@@ -4,16 +4,24 @@ A file is ready when its row is ``DETECTED``, belongs to no batch and its ``stab
 passed. Each ready file is routed in its own transaction that re-reads the row locked, so two
 sweeps never route the same file twice. CSVs are routed before audio within a pass: audio that
 became ready together with its manifest then joins the manifest's batch directly, which is what
-a CSV takeover would have produced anyway. Blocking: call from a worker thread.
+a CSV takeover would have produced anyway.
+
+Several sweepers (nodes sharing one PostgreSQL, or a CLI command beside the daemon) must not both
+open a batch for the same scope: every transaction that decides about a scope's batches first
+takes :func:`lock_scope`, a transaction-scoped advisory lock keyed by campaign and scope, and only
+then reads the scope's open batches. On SQLite the single writer already serialises them.
+Blocking: call from a worker thread.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from batch import engine
@@ -71,6 +79,9 @@ class Router:
             parsed = self._parse(rel_path) if kind == FileKind.CSV else None
             with self.db.session() as session:
                 row = session.get(IngestFile, file_id, with_for_update=True)
+                if row is not None:
+                    lock_scope(session, row.campaign_id, row.scope)
+                    session.refresh(row)  # what the holder of the lock may have changed
                 if row is None or row.batch_id is not None or row.status != FileStatus.DETECTED:
                     continue  # routed meanwhile by another sweep
                 self._route(session, row, parsed)
@@ -102,6 +113,7 @@ class Router:
                parsed: Manifest | errors.ManifestError | None) -> None:
         campaign = session.get(Campaign, row.campaign_id)
         assert campaign is not None  # file rows reference their campaign
+        lock_scope(session, campaign.id, row.scope)
         scope = load_scope(session, campaign, row.scope)
         if row.kind == FileKind.CSV:
             assert parsed is not None
@@ -236,6 +248,19 @@ class Router:
             row.batch_id = batch.id
 
 
+def lock_scope(session: Session, campaign_id: str, scope: str) -> None:
+    """Hold the scope's advisory lock until the transaction ends (PostgreSQL; no-op on SQLite).
+
+    The key is a 64-bit hash of campaign and scope; a collision only serialises two unrelated
+    scopes, never lets two transactions into one.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    digest = hashlib.blake2b(f"{campaign_id}\0{scope}".encode(), digest_size=8).digest()
+    key = int.from_bytes(digest, "big", signed=True)
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def load_scope(session: Session, campaign: Campaign, scope: str) -> Scope:
     """The scope's open batches (oldest first) with their files."""
     batches = list(session.exec(
@@ -251,9 +276,11 @@ def load_scope(session: Session, campaign: Campaign, scope: str) -> Scope:
 
 def late_batch(session: Session, row: IngestFile) -> Batch | None:
     """The newest batch of the scope that stopped waiting for this named file."""
+    # A cancelled batch gave up on its missing files: they are not awaited any more.
+    closed = [s.value for s in (*OPEN_BATCH_STATUSES, BatchStatus.CANCELLED)]
     query = (select(Batch).where(Batch.campaign_id == row.campaign_id, Batch.scope == row.scope,
                                  col(Batch.csv_file_id).is_not(None),
-                                 col(Batch.status).not_in([s.value for s in OPEN_BATCH_STATUSES]))
+                                 col(Batch.status).not_in(closed))
              .order_by(col(Batch.created_at).desc()))
     for batch in session.exec(query):
         if row.name in batch.missing:

@@ -5,13 +5,16 @@ simply continues where the last process stopped: scan the landing tree (record f
 without events, clean up copies a crash left behind), route ready files into batches, end the
 windows that ran out, import the files of processing batches, close the finished batches.
 Ticks never overlap (one lock); their blocking parts run in worker threads. ``wake`` lets the
-SFTP server ask for a tick soon after a file landed instead of waiting for the next interval.
+SFTP server ask for a tick soon after a file landed instead of waiting for the next interval; a
+pass also wakes itself for a window that ends (or a file that turns stable) before the next
+interval tick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from batch import detect
 from batch.importer import Importer
@@ -26,6 +29,8 @@ from ingestd.landing import LandingRecorder
 log = logging.getLogger(__name__)
 # Wakes this close together share one tick: an upload burst lands within a few milliseconds.
 WAKE_SLACK_SECONDS = 0.25
+# A self-wake lands just after the moment it waits for, never just before it.
+DUE_SLACK_SECONDS = 0.05
 
 
 class Sweeper:
@@ -34,6 +39,7 @@ class Sweeper:
         self.db = db
         self.recorder = recorder
         self.settings = settings
+        self.clock = clock
         self.router = Router(db, clock, settings.landing_path)
         self.lifecycle = Lifecycle(db, clock)
         self.importer = Importer(db, intake, settings, clock)
@@ -67,6 +73,16 @@ class Sweeper:
                 # pass; the file stays waiting and is tried again on the next tick.
                 log.exception("file_import_deferred file_id=%s", file_id)
         await asyncio.to_thread(self.lifecycle.close_finished)
+        self._wake_before_next_interval(await asyncio.to_thread(self.lifecycle.next_due))
+
+    def _wake_before_next_interval(self, due: datetime | None) -> None:
+        """Come back when a window ends or a file turns stable before the next interval tick,
+        so a batch closes at its deadline rather than up to one interval later."""
+        if due is None:
+            return
+        delay = (due - self.clock.now()).total_seconds()
+        if 0 < delay < self.settings.sweeper.interval_seconds:
+            self.wake(delay + DUE_SLACK_SECONDS)
 
     def wake(self, delay: float = 0.0) -> None:
         """Run a tick ``delay`` seconds from now (call on the event loop); wakes coalesce.

@@ -20,6 +20,7 @@ from typing import Any
 
 from batch.schedule import start_scheduler, stop_scheduler
 from batch.sweeper import Sweeper
+from batch.watch import start_watching
 from ingestd.clock import SystemClock
 from ingestd.config import Settings
 from ingestd.db import Database
@@ -52,6 +53,7 @@ class Daemon:
         sweeper = Sweeper(db, Intake(db, storage, settings.limits, clock), recorder, settings,
                           clock)
         scheduler = start_scheduler(sweeper, settings.sweeper.interval_seconds)
+        watcher = start_watching(settings, sweeper)
         acceptor = await self._start_sftp(db, recorder, sweeper)
         workers = [Worker(db, storage, settings, clock, f"{_node_name()}-w{i}")
                    for i in range(settings.pipeline.workers)]
@@ -64,7 +66,7 @@ class Daemon:
         try:
             await self.stop.wait()
         finally:
-            await self._shutdown(acceptor, scheduler, sweeper, worker_tasks, db)
+            await self._shutdown(acceptor, scheduler, watcher, sweeper, worker_tasks, db)
 
     async def _start_sftp(self, db: Database, recorder: LandingRecorder, sweeper: Sweeper) -> Any:
         sftp = self.settings.sftp
@@ -75,7 +77,7 @@ class Daemon:
         self.announce(f"ingestd: SFTP listening on {sftp.host}:{acceptor.get_port()}")
         return acceptor
 
-    async def _shutdown(self, acceptor: Any, scheduler: Any, sweeper: Sweeper,
+    async def _shutdown(self, acceptor: Any, scheduler: Any, watcher: Any, sweeper: Sweeper,
                         worker_tasks: list[asyncio.Task], db: Database) -> None:
         log.info("daemon_stopping")
         self.stop.set()
@@ -83,6 +85,7 @@ class Daemon:
             # Closes open sessions too: their unfinished uploads are discarded, never landed.
             with suppress(TimeoutError):
                 await asyncio.wait_for(stop_sftp_server(acceptor), SHUTDOWN_GRACE_SECONDS)
+        await asyncio.to_thread(watcher.stop)  # before the sweeper: no wake after its close
         stop_scheduler(scheduler)
         await sweeper.aclose()
         # Workers finish the stage they are in or release their call (lease cleared).

@@ -1,15 +1,21 @@
 """Audio validation at intake: what is this file really, and does it pass the limits?
 
-Headers lie (a truncated mp3 keeps announcing its full length; webm carries no reliable length),
-so the duration that counts is the one counted from the packets actually present: an ffmpeg
-stream-copy pass (no decoding, ~50 ms per minute of audio). ffprobe gives codec, channels and rate
-and decides whether the container is audio at all. Blocking: call from a worker thread.
+Headers lie (a truncated mp3 keeps announcing its full length, a VBR mp3 without a length header
+is estimated from its first frames; webm carries no reliable length), so for compressed audio the
+duration that counts is the one counted from the packets actually present: an ffmpeg stream-copy
+pass (no decoding, ~50 ms per minute of audio). Uncompressed WAV (PCM, G.711) is the one case
+where the header can be checked against the file itself: a constant number of bytes per second
+and a ``data`` chunk that must fit in the file. When it fits, the duration is computed from it
+with no second pass; when it does not (a truncated upload), the counted pass decides. ffprobe
+gives codec, channels and rate and decides whether the container is audio at all. Blocking: call
+from a worker thread.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import struct
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +24,8 @@ from ingestd import config, errors
 
 AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".m4a", ".mp4", ".webm", ".ogg"})
 PROBE_TIMEOUT_SECONDS = 120
+# The fmt and data chunk headers sit in the first bytes of any WAV a telephony system writes.
+WAV_HEADER_SCAN_BYTES = 64 * 1024
 _FFMPEG_CONTEXT = re.compile(r"^\[[^\]]*\]\s*")
 
 
@@ -53,9 +61,11 @@ def validate(path: Path, limits: config.LimitsSettings) -> AudioInfo:
 
 
 def probe(path: Path) -> AudioInfo:
-    """Codec, channels and rate from ffprobe; duration counted from the packets present."""
+    """Codec, channels and rate from ffprobe; the duration from a checked WAV header or counted."""
     stream = _first_audio_stream(path)
-    duration = _counted_duration(path)
+    duration = wav_header_duration(path, str(stream.get("codec_name") or ""))
+    if duration is None:
+        duration = _counted_duration(path)
     return AudioInfo(
         duration=duration,
         channels=int(stream.get("channels") or 0),
@@ -77,6 +87,47 @@ def _first_audio_stream(path: Path) -> dict:
     if not stream.get("channels") or not stream.get("sample_rate"):
         raise errors.UploadRejected("cannot decode: corrupt header (no channels or sample rate)")
     return stream
+
+
+def wav_header_duration(path: Path, codec: str) -> float | None:
+    """The duration of a constant-rate WAV whose ``data`` chunk fits in the file, else None.
+
+    Only codecs with a fixed byte rate qualify (``pcm_*``: linear PCM, µ-law, A-law); the
+    ``data`` size must be a real size (not the 0/0xFFFFFFFF of a streamed header) and end within
+    the file, so a truncated or still-growing file falls through to the counted pass.
+    """
+    if not codec.startswith("pcm_") or path.suffix.lower() != ".wav":
+        return None
+    with path.open("rb") as fh:
+        chunks = _riff_chunks(fh.read(WAV_HEADER_SCAN_BYTES))
+    fmt, data = chunks.get(b"fmt "), chunks.get(b"data")
+    if fmt is None or data is None or len(fmt[1]) < 16:
+        return None
+    _, _, rate, _, block_align = struct.unpack_from("<HHIIH", fmt[1])
+    offset, size = data[0], data[2]
+    if not rate or not block_align or size in (0, 0xFFFFFFFF):
+        return None
+    if offset + size > path.stat().st_size:
+        return None  # the header announces more than the file holds: truncated
+    return size / block_align / rate
+
+
+def _riff_chunks(head: bytes) -> dict[bytes, tuple[int, bytes, int]]:
+    """The chunks found in the first bytes of a RIFF/WAVE file: id -> (data offset, body, size).
+
+    A chunk's body is cut at the bytes read; only ``fmt `` needs its body.
+    """
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return {}
+    chunks: dict[bytes, tuple[int, bytes, int]] = {}
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk_id, size = head[pos:pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+        chunks.setdefault(chunk_id, (pos + 8, head[pos + 8:pos + 8 + size], size))
+        if chunk_id == b"data":
+            break
+        pos += 8 + size + (size & 1)  # chunks are word-aligned
+    return chunks
 
 
 def _counted_duration(path: Path) -> float:

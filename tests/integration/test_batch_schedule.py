@@ -14,12 +14,12 @@ from sqlmodel import select
 
 from batch.schedule import start_scheduler, stop_scheduler
 from batch.sweeper import Sweeper
-from ingestd.clock import ManualClock
+from ingestd.clock import ManualClock, SystemClock
 from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.intake import Intake
 from ingestd.landing import LandingRecorder
-from ingestd.models import IngestFile
+from ingestd.models import Batch, IngestFile
 from ingestd.storage.local import LocalStorage
 
 CSV = b"file_name,agent_code\nlater.mp3,KL003\n"
@@ -128,3 +128,26 @@ def test_landing_copy_of_a_removed_tree_is_ignored(sweeper: CountingSweeper,
     shutil.rmtree(settings.landing_path)
     asyncio.run(sweeper.tick())  # a landing tree that is gone is simply empty
     assert sweeper.passes == 1
+
+
+def test_a_pass_wakes_itself_when_a_window_ends_before_the_next_interval(
+        db: Database, settings: Settings) -> None:
+    clock = SystemClock()
+    make_campaign(db, clock, "acme", batch_window=1)  # type: ignore[arg-type]
+    settings.sweeper.interval_seconds = 3600  # no interval tick within the test
+    recorder = LandingRecorder(db, clock, 0, settings.sftp.ignore_patterns)
+    intake = Intake(db, LocalStorage(settings.storage_path), settings.limits, clock)
+    woken = CountingSweeper(db, intake, recorder, settings, clock)
+
+    def closed() -> bool:
+        with db.session() as session:
+            return [b.status for b in session.exec(select(Batch))] == ["FAILED"]
+
+    async def scenario() -> None:
+        drop_csv(settings)  # names a file that never comes: the window has to end
+        await woken.tick()
+        assert not closed()
+        await wait_for(closed, timeout=5)
+        await woken.aclose()
+    asyncio.run(scenario())
+    assert woken.passes == 2
