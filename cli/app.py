@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cli import access, batches, calls, campaigns, checks, webhooks
+from cli import access, api_keys, batches, calls, campaigns, checks, upload, webhooks
 from cli.context import AppContext, app_context
 from cli.output import emit
 from ingestd import errors
@@ -21,6 +21,8 @@ app.add_typer(checks.app, name="check")
 app.add_typer(batches.app, name="batch")
 app.add_typer(calls.app, name="call")
 app.add_typer(webhooks.app, name="webhook")
+app.add_typer(api_keys.app, name="api-key")
+app.command("upload")(upload.upload)
 
 
 @app.callback()
@@ -50,15 +52,20 @@ def status(ctx: typer.Context,
     from ingestd.models import Batch, Call
 
     with app_context(ctx).db.session() as session:
-        batches = dict(session.exec(select(Batch.status, func.count()).group_by(Batch.status)))
-        calls = dict(session.exec(select(Call.status, func.count()).group_by(Call.status)))
+        batches = {status: count for status, count in session.exec(
+            select(Batch.status, func.count()).group_by(Batch.status)).all()}
+        calls = {status: count for status, count in session.exec(
+            select(Call.status, func.count()).group_by(Call.status)).all()}
     emit({"batches": batches, "calls": calls}, as_json)
 
 
 def main() -> None:
     """Console entry point: one line on stderr and a non-zero exit for any ingestd error."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except errors.IngestError as exc:
         print(f"ingestd: {exc.message}", file=sys.stderr)
         sys.exit(1)
@@ -70,11 +77,14 @@ def main() -> None:
 
 
 def _report_click_or_raise(exc: Exception) -> None:
-    import click
-
-    if isinstance(exc, click.exceptions.Exit):
+    # Typer carries its own click: its exceptions derive from typer.TyperException.
+    if isinstance(exc, typer.Exit):
         sys.exit(exc.exit_code)
-    if isinstance(exc, click.ClickException):
-        print(f"ingestd: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    if isinstance(exc, typer.TyperException) and hasattr(exc, "format_message"):
+        message = exc.format_message().strip()
+        if "\n" in message:  # `ingestd` or a group with no command: the help is the answer
+            print(message, file=sys.stderr)
+        else:
+            print(f"ingestd: {message}", file=sys.stderr)
+        sys.exit(getattr(exc, "exit_code", 2))
     raise exc

@@ -21,7 +21,8 @@ from typing import Any
 from batch.schedule import start_scheduler, stop_scheduler
 from batch.sweeper import Sweeper
 from batch.watch import start_watching
-from ingestd.clock import SystemClock
+from ingestd.api.server import HttpServer, start_http_server
+from ingestd.clock import Clock, SystemClock
 from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.intake import Intake
@@ -36,6 +37,19 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 
 
 @dataclass
+class Running:
+    """What a started daemon holds, in the order it is stopped."""
+
+    db: Database
+    acceptor: Any  # the SFTP listener, or None when disabled
+    http: HttpServer | None
+    watcher: Any
+    scheduler: Any
+    sweeper: Sweeper
+    tasks: list[asyncio.Task] = field(default_factory=list)
+
+
+@dataclass
 class Daemon:
     """Everything ``serve`` runs; :meth:`run` returns after a stop signal and a clean shutdown."""
 
@@ -44,29 +58,35 @@ class Daemon:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        settings, clock = self.settings, SystemClock()
-        db = Database(settings.database_url)
-        await asyncio.to_thread(db.migrate)
-        storage = build_storage(settings)
-        recorder = LandingRecorder(db, clock, settings.sftp.stable_seconds,
-                                   settings.sftp.ignore_patterns)
-        sweeper = Sweeper(db, Intake(db, storage, settings.limits, clock), recorder, settings,
-                          clock)
-        scheduler = start_scheduler(sweeper, settings.sweeper.interval_seconds)
-        watcher = start_watching(settings, sweeper)
-        acceptor = await self._start_sftp(db, recorder, sweeper)
-        workers = [Worker(db, storage, settings, clock, f"{_node_name()}-w{i}")
-                   for i in range(settings.pipeline.workers)]
-        worker_tasks = [asyncio.create_task(w.run(self.stop)) for w in workers]
-        sender = WebhookSender(db, settings, clock, f"{_node_name()}-webhooks")
-        worker_tasks.append(asyncio.create_task(sender.run(self.stop)))
-        sweeper.wake()  # pick up whatever waited in the landing tree while we were down
-        self.announce(f"ingestd: running (data in {settings.data_path.resolve()}); "
+        running = await self._start()
+        self.announce(f"ingestd: running (data in {self.settings.data_path.resolve()}); "
                       "Ctrl-C or SIGTERM stops it")
         try:
             await self.stop.wait()
         finally:
-            await self._shutdown(acceptor, scheduler, watcher, sweeper, worker_tasks, db)
+            await self._shutdown(running)
+
+    async def _start(self) -> Running:
+        settings, clock = self.settings, SystemClock()
+        db = Database(settings.database_url)
+        await asyncio.to_thread(db.migrate)
+        storage = build_storage(settings)
+        intake = Intake(db, storage, settings.limits, clock)
+        recorder = LandingRecorder(db, clock, settings.sftp.stable_seconds,
+                                   settings.sftp.ignore_patterns)
+        sweeper = Sweeper(db, intake, recorder, settings, clock)
+        running = Running(db=db, acceptor=await self._start_sftp(db, recorder, sweeper),
+                          http=await self._start_http(db, intake, clock),
+                          watcher=start_watching(settings, sweeper),
+                          scheduler=start_scheduler(sweeper, settings.sweeper.interval_seconds),
+                          sweeper=sweeper)
+        node = _node_name()
+        loops = [Worker(db, storage, settings, clock, f"{node}-w{i}")
+                 for i in range(settings.pipeline.workers)]
+        loops.append(WebhookSender(db, settings, clock, f"{node}-webhooks"))
+        running.tasks = [asyncio.create_task(loop.run(self.stop)) for loop in loops]
+        sweeper.wake()  # pick up whatever waited in the landing tree while we were down
+        return running
 
     async def _start_sftp(self, db: Database, recorder: LandingRecorder, sweeper: Sweeper) -> Any:
         sftp = self.settings.sftp
@@ -77,25 +97,34 @@ class Daemon:
         self.announce(f"ingestd: SFTP listening on {sftp.host}:{acceptor.get_port()}")
         return acceptor
 
-    async def _shutdown(self, acceptor: Any, scheduler: Any, watcher: Any, sweeper: Sweeper,
-                        worker_tasks: list[asyncio.Task], db: Database) -> None:
+    async def _start_http(self, db: Database, intake: Intake, clock: Clock) -> HttpServer | None:
+        if not self.settings.http.enabled:
+            return None
+        server = await start_http_server(self.settings, db, intake, clock)
+        self.announce(f"ingestd: HTTP listening on {server.host}:{server.port}")
+        return server
+
+    async def _shutdown(self, running: Running) -> None:
         log.info("daemon_stopping")
         self.stop.set()
-        if acceptor is not None:
+        if running.http is not None:
+            await running.http.stop()
+        if running.acceptor is not None:
             # Closes open sessions too: their unfinished uploads are discarded, never landed.
             with suppress(TimeoutError):
-                await asyncio.wait_for(stop_sftp_server(acceptor), SHUTDOWN_GRACE_SECONDS)
-        await asyncio.to_thread(watcher.stop)  # before the sweeper: no wake after its close
-        stop_scheduler(scheduler)
-        await sweeper.aclose()
+                await asyncio.wait_for(stop_sftp_server(running.acceptor),
+                                       SHUTDOWN_GRACE_SECONDS)
+        await asyncio.to_thread(running.watcher.stop)  # before the sweeper: no wake after close
+        stop_scheduler(running.scheduler)
+        await running.sweeper.aclose()
         # Workers finish the stage they are in or release their call (lease cleared).
         pending: set[asyncio.Task] = set()
-        if worker_tasks:
-            _, pending = await asyncio.wait(worker_tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+        if running.tasks:
+            _, pending = await asyncio.wait(running.tasks, timeout=SHUTDOWN_GRACE_SECONDS)
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-        db.dispose()
+        running.db.dispose()
         log.info("daemon_stopped")
 
 

@@ -13,6 +13,9 @@ command -v sftp >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || need_apt+=(rclone)
 command -v lftp >/dev/null 2>&1 || need_apt+=(lftp)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# espeak-ng and sox let the bulk-upload test generate its 200 calls with the corpus generator.
+command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || need_apt+=(sox)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing system packages: ${need_apt[*]}" >&2
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

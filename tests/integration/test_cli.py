@@ -91,3 +91,14 @@ def test_errors_are_one_line_on_stderr(config, args, message):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_status_counts_batches_and_calls(run):
+    assert json.loads(run("status", "--json")) == {"batches": {}, "calls": {}}
+
+
+def test_a_command_exit_code_reaches_the_shell(config):
+    result = subprocess.run([sys.executable, "-m", "cli", "--config", str(config), "batch",
+                             "list", "--status", "NOPE"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2 and "NOPE" in result.stderr
