@@ -79,7 +79,7 @@ def build_transcriber(name: str, settings: Settings) -> Transcriber:
     if name == "pocketsphinx":
         from pipeline.transcribe.pocketsphinx import PocketsphinxTranscriber
 
-        return PocketsphinxTranscriber()
+        return PocketsphinxTranscriber(model_dir=settings.data_path / "models")
     if name == "deepgram":
         from pipeline.transcribe.deepgram import DeepgramTranscriber
 

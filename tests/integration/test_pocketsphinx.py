@@ -97,13 +97,13 @@ def test_silence_gives_no_utterances(corpus: Path) -> None:
     assert transcript.utterances == ()
 
 
-def test_only_pocketsphinx_is_available_offline(settings) -> None:
+def test_pocketsphinx_is_built_and_unknown_names_are_refused(settings) -> None:
     from ingestd.errors import ProviderError
 
     assert isinstance(build_transcriber("pocketsphinx", settings), PocketsphinxTranscriber)
     with pytest.raises(ProviderError) as caught:
-        build_transcriber("deepgram", settings)
-    assert str(caught.value) == "transcriber 'deepgram' is not available in this build"
+        build_transcriber("whisper", settings)
+    assert str(caught.value) == "transcriber 'whisper' is not available in this build"
     assert caught.value.retryable is False
 
 
