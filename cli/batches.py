@@ -10,10 +10,9 @@ from typing import Annotated
 import typer
 from rich.live import Live
 from rich.table import Table
-from sqlmodel import col, select
 
 from batch import control
-from cli.campaigns import JsonOpt, find_campaign
+from cli.campaigns import CampaignFilter, JsonOpt, newest_first
 from cli.context import AppContext, app_context
 from cli.output import emit, emit_table
 from ingestd import errors
@@ -22,21 +21,15 @@ from ingestd.views import batch_view
 
 app = typer.Typer(help="Inspect, cancel, retry and watch batches.", no_args_is_help=True)
 
-CampaignFilter = Annotated[str | None, typer.Option("--campaign", help="Campaign slug.")]
-
-
 @app.command("list")
 def list_batches(ctx: typer.Context, campaign: CampaignFilter = None,
                  status: Annotated[BatchStatus | None, typer.Option("--status")] = None,
                  as_json: JsonOpt = False) -> None:
     """List batches, newest first."""
     with app_context(ctx).db.session() as session:
-        query = select(Batch).order_by(col(Batch.created_at).desc())
-        if campaign:
-            query = query.where(Batch.campaign_id == find_campaign(session, campaign).id)
-        if status:
-            query = query.where(Batch.status == status.value)
-        rows = [batch_view(session, b, with_files=False) for b in session.exec(query).all()]
+        rows = [batch_view(session, b, with_files=False)
+                for b in newest_first(session, Batch, campaign,
+                                          status.value if status else None)]
         emit(rows, as_json, ("id", "campaign", "scope", "status", "csv_file", "deadline",
                              "reason"))
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlmodel import col, select
 
-from cli.campaigns import JsonOpt, find_campaign
+from cli.campaigns import CampaignFilter, JsonOpt, find_campaign, newest_first
 from cli.context import AppContext, app_context
 from cli.output import emit, emit_table
 from ingestd import errors
@@ -18,21 +17,15 @@ from pipeline import queue
 
 app = typer.Typer(help="Inspect and process calls.", no_args_is_help=True)
 
-CampaignFilter = Annotated[str | None, typer.Option("--campaign", help="Campaign slug.")]
-
-
 @app.command("list")
 def list_calls(ctx: typer.Context, campaign: CampaignFilter = None,
                status: Annotated[CallStatus | None, typer.Option("--status")] = None,
                as_json: JsonOpt = False) -> None:
     """List calls, newest first."""
     with app_context(ctx).db.session() as session:
-        query = select(Call).order_by(col(Call.created_at).desc())
-        if campaign:
-            query = query.where(Call.campaign_id == find_campaign(session, campaign).id)
-        if status:
-            query = query.where(Call.status == status.value)
-        rows = [call_view(session, c, with_details=False) for c in session.exec(query).all()]
+        rows = [call_view(session, c, with_details=False)
+                for c in newest_first(session, Call, campaign,
+                                          status.value if status else None)]
         emit(rows, as_json, ("id", "campaign", "source", "status", "file_name", "agent_code",
                              "score", "flagged"))
 

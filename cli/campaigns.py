@@ -102,6 +102,21 @@ def find_campaign(session: Session, slug: str) -> Campaign:
     return campaign
 
 
+def newest_first(session: Session, model: Any, campaign: str | None,
+                 status: str | None) -> list[Any]:
+    """Rows of ``model`` (a table with campaign_id, status, created_at), newest first,
+    optionally of one campaign (by slug) and one status."""
+    query = select(model).order_by(col(model.created_at).desc())
+    if campaign:
+        query = query.where(model.campaign_id == find_campaign(session, campaign).id)
+    if status:
+        query = query.where(model.status == status)
+    return list(session.exec(query).all())
+
+
+CampaignFilter = Annotated[str | None, typer.Option("--campaign", help="Campaign slug.")]
+
+
 def _set_archived(ctx: typer.Context, slug: str, archived: bool) -> None:
     with app_context(ctx).db.session() as session:
         campaign = find_campaign(session, slug)

@@ -61,12 +61,9 @@ async def call_ids(request: Request, campaign_id: str, status: CallStatus | None
             where.append(Call.created_at >= start)
         if stop is not None:
             where.append(Call.created_at < stop)
-        total = session.exec(select(func.count()).select_from(Call).where(*where)).one()
-        ids = session.exec(select(Call.id).where(*where)
-                           .order_by(col(Call.created_at), col(Call.id))
-                           .offset(offset).limit(limit)).all()
-        return {"call_ids": list(ids), "total": total, "limit": limit, "offset": offset,
-                "has_more": offset + len(ids) < total}
+        ids, page = _paged(session, select(Call.id), Call, where,
+                           (col(Call.created_at), col(Call.id)), limit, offset)
+        return {"call_ids": list(ids), **page}
 
     return await _answer(request, query)
 
@@ -96,13 +93,9 @@ async def list_batches(request: Request, status: BatchStatus | None = None,
         where = [Batch.campaign_id == key.campaign_id]
         if status is not None:
             where.append(Batch.status == status.value)
-        total = session.exec(select(func.count()).select_from(Batch).where(*where)).one()
-        rows = session.exec(select(Batch).where(*where)
-                            .order_by(col(Batch.created_at).desc(), col(Batch.id))
-                            .offset(offset).limit(limit)).all()
-        return {"batches": [batch_view(session, b, with_files=False) for b in rows],
-                "total": total, "limit": limit, "offset": offset,
-                "has_more": offset + len(rows) < total}
+        rows, page = _paged(session, select(Batch), Batch, where,
+                            (col(Batch.created_at).desc(), col(Batch.id)), limit, offset)
+        return {"batches": [batch_view(session, b, with_files=False) for b in rows], **page}
 
     return await _answer(request, query)
 
@@ -119,6 +112,16 @@ async def get_batch(request: Request, batch_id: str,
         return batch_view(session, batch)
 
     return await _answer(request, query)
+
+
+def _paged(session: Session, statement: Any, model: Any, where: list[Any],
+           order: tuple[Any, ...], limit: int, offset: int) -> tuple[list[Any], dict[str, Any]]:
+    """One page of ``statement`` and the paging fields of SPEC §5 (total, has_more, …)."""
+    total = session.exec(select(func.count()).select_from(model).where(*where)).one()
+    rows = list(session.exec(statement.where(*where).order_by(*order)
+                             .offset(offset).limit(limit)).all())
+    return rows, {"total": total, "limit": limit, "offset": offset,
+                  "has_more": offset + len(rows) < total}
 
 
 async def _answer(request: Request, query: Callable[[Session], Any]) -> Response:
