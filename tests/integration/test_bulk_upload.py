@@ -22,7 +22,7 @@ from conftest import CORPUS, make_campaign
 from fakes.http_server import LiveApi, tweak
 from sqlmodel import select
 
-from cli.upload import PlannedFile, Uploader, plan_upload
+from cli.bulk import PlannedFile, Uploader, plan_upload
 from ingestd import api_keys
 from ingestd.models import ApiKey, BulkJob, Call
 
