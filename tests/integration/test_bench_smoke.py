@@ -1,0 +1,57 @@
+"""The benchmark suite's own building blocks stay valid as the product changes.
+
+Fast checks (a few seconds), not the benchmarks themselves (``bench/run --quick`` is the smoke
+run): the synthetic recordings pass the real intake validation, the growth fixture fits the
+real schema, the plan check flags a table scan and not an index search, and the results table
+reads external figures.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+sys.path.insert(0, str(BENCH))
+
+import figures  # noqa: E402
+import growth  # noqa: E402
+import growth_fixture  # noqa: E402
+import recordings  # noqa: E402
+
+from ingestd import audio, config  # noqa: E402
+from ingestd.db import Database  # noqa: E402
+
+
+def test_synthetic_recordings_pass_intake_validation(tmp_path):
+    smallest = recordings.write_wav(tmp_path / "a.wav", recordings.smallest_valid_bytes(), 1)
+    other = recordings.write_wav(tmp_path / "b.wav", recordings.smallest_valid_bytes(), 2)
+    info = audio.validate(smallest, config.LimitsSettings())
+    assert info.duration == pytest.approx(recordings.SMALLEST_VALID_SECONDS)
+    assert (info.channels, info.sample_rate) == (1, 8000)
+    assert smallest.read_bytes() != other.read_bytes()
+
+
+def test_growth_fixture_fits_the_schema_and_plans_flag_scans(tmp_path):
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    db = Database(url)
+    db.migrate()
+    growth_fixture.fill(db, growth_fixture.campaign(db), 2000)
+    with db.engine.connect() as conn:
+        counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                  for t in ("batches", "calls", "files")]
+    assert counts == [2, 2000, 2000]
+    _, scans = growth.explain(db, {"SELECT id FROM files WHERE reason = ?": ("x",),
+                                   "SELECT id FROM files WHERE landing_path = ?": ("y",)})
+    db.dispose()
+    assert len(scans) == 1 and "reason" in scans[0]
+
+
+def test_table_reads_external_figure_lines():
+    output = 'noise\n{"figure": "x", "ingestd": 2.0, "unit": "MB", "peer": 4.0, "pass": true}\n'
+    [fig] = figures.parse_external(output, "x.py")
+    assert fig.ratio == 0.5
+    assert "0.50x" in figures.table([fig])
