@@ -13,6 +13,7 @@ interval tick.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 from datetime import datetime
 
@@ -46,7 +47,7 @@ class Sweeper:
         self._lock = asyncio.Lock()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due = self._timer_first_due = 0.0
-        self._later_due: float | None = None  # a wake asked for after the pending timer
+        self._later: list[float] = []  # wakes asked for after the pending timer (a heap)
         self._queued = False  # a woken tick waits for the lock: later wakes ride along
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -101,13 +102,20 @@ class Sweeper:
                 self._timer.cancel()
                 self._timer, self._timer_due = loop.call_at(due, self._fire), due
         else:
-            self._later_due = max(self._later_due or due, due)
+            # Each later wake keeps its own time: merging them into the latest one let a steady
+            # stream of uploads push the tick of the earliest file out by seconds.
+            heapq.heappush(self._later, due)
 
     def _fire(self) -> None:
         loop = asyncio.get_running_loop()
         self._timer = None
-        if self._later_due is not None:
-            due, self._later_due = self._later_due, None
+        now = loop.time()
+        while self._later and self._later[0] <= now:
+            heapq.heappop(self._later)  # the tick about to run covers these
+        if self._later:
+            due = heapq.heappop(self._later)
+            while self._later and self._later[0] <= due + WAKE_SLACK_SECONDS:
+                due = heapq.heappop(self._later)  # close together: one tick for all
             self._timer, self._timer_due, self._timer_first_due = (
                 loop.call_at(due, self._fire), due, due)
         if self._queued:
@@ -132,6 +140,6 @@ class Sweeper:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._later_due = None
+        self._later.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -61,7 +61,14 @@ def validate(path: Path, limits: config.LimitsSettings) -> AudioInfo:
 
 
 def probe(path: Path) -> AudioInfo:
-    """Codec, channels and rate from ffprobe; the duration from a checked WAV header or counted."""
+    """Codec, channels and rate from ffprobe; the duration from a checked WAV header or counted.
+
+    A PCM/G.711 WAV whose header checks out against the file needs no ffprobe at all: its fmt
+    chunk says everything ffprobe would, and its bytes are samples by definition.
+    """
+    known = pcm_wav_info(path)
+    if known is not None:
+        return known
     stream = _first_audio_stream(path)
     duration = wav_header_duration(path, str(stream.get("codec_name") or ""))
     if duration is None:
@@ -110,6 +117,31 @@ def wav_header_duration(path: Path, codec: str) -> float | None:
     if offset + size > path.stat().st_size:
         return None  # the header announces more than the file holds: truncated
     return size / block_align / rate
+
+
+# WAVE format tags whose samples take a fixed number of bytes, with ffprobe's codec names.
+_PCM_TAGS = {1: "pcm_s{bits}le", 3: "pcm_f{bits}le", 6: "pcm_alaw", 7: "pcm_mulaw"}
+
+
+def pcm_wav_info(path: Path) -> AudioInfo | None:
+    """Everything about a constant-rate WAV from its checked header; None for any other file
+    (not ``.wav``, compressed, extensible format, truncated or streamed header)."""
+    if path.suffix.lower() != ".wav":
+        return None
+    with path.open("rb") as fh:
+        chunks = _riff_chunks(fh.read(WAV_HEADER_SCAN_BYTES))
+    fmt, data = chunks.get(b"fmt "), chunks.get(b"data")
+    if fmt is None or data is None or len(fmt[1]) < 16:
+        return None
+    tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", fmt[1])
+    offset, size = data[0], data[2]
+    if tag not in _PCM_TAGS or not channels or not rate or not block_align:
+        return None
+    if size in (0, 0xFFFFFFFF) or offset + size > path.stat().st_size:
+        return None
+    codec = "pcm_u8" if (tag, bits) == (1, 8) else _PCM_TAGS[tag].format(bits=bits)
+    return AudioInfo(duration=size / block_align / rate, channels=channels, sample_rate=rate,
+                     codec=codec)
 
 
 def _riff_chunks(head: bytes) -> dict[bytes, tuple[int, bytes, int]]:
