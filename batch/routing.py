@@ -1,8 +1,8 @@
 """Putting ready files into batches: the database side of the engine's routing decisions.
 
 A file is ready when its row is ``DETECTED``, belongs to no batch and its ``stable_at`` has
-passed. Each ready file is routed in its own transaction that re-reads the row locked, so two
-sweeps never route the same file twice. CSVs are routed before audio within a pass: audio that
+passed. Ready files are routed per scope, up to ``ROUTE_CHUNK`` in one transaction that re-reads
+each row locked, so two sweeps never route the same file twice. CSVs are routed before audio within a pass: audio that
 became ready together with its manifest then joins the manifest's batch directly, which is what
 a CSV takeover would have produced anyway.
 
