@@ -1,8 +1,10 @@
 """The stages one claimed call goes through: transcription, analysis, scoring, and the outcome.
 
-``CallProcessor.process`` always starts from transcription, so a call taken over from a worker
-that died mid-way (its lease ran out) is simply done again; the half-finished run may have left
-an extra transcript version, which is harmless (versions are never overwritten). Every write
+``CallProcessor.process`` starts from transcription, except for a call that resumes at analysis
+(``reprocess --analysis``, a retry after analysis failed, a worker that died while analyzing):
+it reuses the current transcript. A call taken over from a worker that died mid-transcription
+(its lease ran out) is simply transcribed again; the half-finished run may have left an extra
+transcript version, which is harmless (versions are never overwritten). Every write
 checks that this worker still holds the call's claim: a worker that lost its lease (paused too
 long, then resumed) must not overwrite the work of the one that took the call over.
 
