@@ -21,6 +21,7 @@ from typing import Any
 from batch.schedule import start_scheduler, stop_scheduler
 from batch.sweeper import Sweeper
 from batch.watch import start_watching
+from ingestd import errors
 from ingestd.api.server import HttpServer, start_http_server
 from ingestd.clock import Clock, SystemClock
 from ingestd.config import Settings
@@ -68,6 +69,10 @@ class Daemon:
 
     async def _start(self) -> Running:
         settings, clock = self.settings, SystemClock()
+        if settings.pull.sources:
+            # Refused rather than ignored: an operator who configured them expects them to run.
+            raise errors.ConfigError("[pull] sources are not supported by this release yet: "
+                                     "remove them from the configuration")
         db = Database(settings.database_url)
         await asyncio.to_thread(db.migrate)
         storage = build_storage(settings)

@@ -194,3 +194,13 @@ def test_restart_keeps_host_key_and_data(daemon, corpus):
     assert daemon.json("check", "list", "--campaign", "restart") == checks_before
     with _paramiko(daemon, "again", "again-pass") as client:  # users survived too
         assert client.open_sftp().listdir("/") == ["restart"]
+
+
+def test_unsupported_pull_sources_refuse_to_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("INGESTD_PULL__SOURCES",
+                       json.dumps([{"host": "h", "username": "u", "campaign": "c"}]))
+    result = DaemonProcess(tmp_path).cli("serve", check=False)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "ingestd: [pull] sources are not supported by this release yet: "
+        "remove them from the configuration")
