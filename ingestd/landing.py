@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import PurePosixPath
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from ingestd.audio import is_audio_name
@@ -75,6 +76,15 @@ class LandingRecorder:
         where = LandedPath.parse(rel_path)
         if where is None or is_temporary(where.name, self.ignore_patterns):
             return None
+        try:
+            return self._record(where, size, mtime_ns, source)
+        except IntegrityError:
+            # Someone recorded the same file at the same moment (the SFTP close and a landing
+            # scan): the unique index kept one row; refresh that one instead.
+            return self._record(where, size, mtime_ns, source)
+
+    def _record(self, where: LandedPath, size: int, mtime_ns: int | None,
+                source: CallSource) -> str | None:
         now = self.clock.now()
         stable_at = now + timedelta(seconds=self.stable_seconds)
         with self.db.session() as session:
@@ -88,6 +98,7 @@ class LandingRecorder:
                                  source=source.value, created_at=now)
             row.size, row.mtime_ns, row.stable_at, row.updated_at = size, mtime_ns, stable_at, now
             session.add(row)
+            session.flush()  # a lost race surfaces here, inside the retry's reach
             return row.id
 
     def writing(self, rel_path: str) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -52,6 +52,9 @@ class FileStatus(StrEnum):
 TERMINAL_FILE_STATUSES = frozenset(
     {FileStatus.COMPLETED, FileStatus.FAILED, FileStatus.DUPLICATE, FileStatus.SKIPPED}
 )
+
+
+_ACTIVE_FILE_SQL = "status IN ('DETECTED', 'MATCHED')"
 
 
 class FileKind(StrEnum):
@@ -205,6 +208,10 @@ class IngestFile(SQLModel, table=True):
     __table_args__ = (
         Index("ix_files_landing_path", "landing_path"),
         Index("ix_files_scope_name", "scope", "name"),
+        # One waiting row per landed file, even when the SFTP close and a landing scan record
+        # it at the same moment (ingestd.landing retries the loser as an update).
+        Index("uq_files_active_landing_path", "landing_path", unique=True,
+              sqlite_where=text(_ACTIVE_FILE_SQL), postgresql_where=text(_ACTIVE_FILE_SQL)),
     )
 
     id: str = Field(default_factory=lambda: new_id("fil"), primary_key=True)
