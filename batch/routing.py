@@ -2,9 +2,9 @@
 
 A file is ready when its row is ``DETECTED``, belongs to no batch and its ``stable_at`` has
 passed. Ready files are routed per scope, up to ``ROUTE_CHUNK`` in one transaction that re-reads
-each row locked, so two sweeps never route the same file twice. CSVs are routed before audio within a pass: audio that
-became ready together with its manifest then joins the manifest's batch directly, which is what
-a CSV takeover would have produced anyway.
+each row locked, so two sweeps never route the same file twice. CSVs are routed before audio
+within a pass: audio that became ready together with its manifest then joins the manifest's
+batch directly, which is what a CSV takeover would have produced anyway.
 
 Several sweepers (nodes sharing one PostgreSQL, or a CLI command beside the daemon) must not both
 open a batch for the same scope: every transaction that decides about a scope's batches first
