@@ -96,36 +96,19 @@ def _first_audio_stream(path: Path) -> dict:
     return stream
 
 
-def wav_header_duration(path: Path, codec: str) -> float | None:
-    """The duration of a constant-rate WAV whose ``data`` chunk fits in the file, else None.
-
-    Only codecs with a fixed byte rate qualify (``pcm_*``: linear PCM, µ-law, A-law); the
-    ``data`` size must be a real size (not the 0/0xFFFFFFFF of a streamed header) and end within
-    the file, so a truncated or still-growing file falls through to the counted pass.
-    """
-    if not codec.startswith("pcm_") or path.suffix.lower() != ".wav":
-        return None
-    with path.open("rb") as fh:
-        chunks = _riff_chunks(fh.read(WAV_HEADER_SCAN_BYTES))
-    fmt, data = chunks.get(b"fmt "), chunks.get(b"data")
-    if fmt is None or data is None or len(fmt[1]) < 16:
-        return None
-    _, _, rate, _, block_align = struct.unpack_from("<HHIIH", fmt[1])
-    offset, size = data[0], data[2]
-    if not rate or not block_align or size in (0, 0xFFFFFFFF):
-        return None
-    if offset + size > path.stat().st_size:
-        return None  # the header announces more than the file holds: truncated
-    return size / block_align / rate
+@dataclass(frozen=True)
+class _WavHeader:
+    tag: int  # WAVE format tag (1 PCM, 3 float, 6 A-law, 7 µ-law, 0xFFFE extensible, …)
+    channels: int
+    rate: int
+    bits: int
+    duration: float
 
 
-# WAVE format tags whose samples take a fixed number of bytes, with ffprobe's codec names.
-_PCM_TAGS = {1: "pcm_s{bits}le", 3: "pcm_f{bits}le", 6: "pcm_alaw", 7: "pcm_mulaw"}
-
-
-def pcm_wav_info(path: Path) -> AudioInfo | None:
-    """Everything about a constant-rate WAV from its checked header; None for any other file
-    (not ``.wav``, compressed, extensible format, truncated or streamed header)."""
+def _checked_wav_header(path: Path) -> _WavHeader | None:
+    """The ``fmt `` facts of a ``.wav`` whose ``data`` chunk is a real size (not the
+    0/0xFFFFFFFF of a streamed header) that ends within the file; None otherwise, so a
+    truncated or still-growing file falls through to the counted pass."""
     if path.suffix.lower() != ".wav":
         return None
     with path.open("rb") as fh:
@@ -135,13 +118,42 @@ def pcm_wav_info(path: Path) -> AudioInfo | None:
         return None
     tag, channels, rate, _, block_align, bits = struct.unpack_from("<HHIIHH", fmt[1])
     offset, size = data[0], data[2]
-    if tag not in _PCM_TAGS or not channels or not rate or not block_align:
+    if not rate or not block_align or size in (0, 0xFFFFFFFF):
         return None
-    if size in (0, 0xFFFFFFFF) or offset + size > path.stat().st_size:
+    if offset + size > path.stat().st_size:
+        return None  # the header announces more than the file holds: truncated
+    return _WavHeader(tag=tag, channels=channels, rate=rate, bits=bits,
+                      duration=size / block_align / rate)
+
+
+def wav_header_duration(path: Path, codec: str) -> float | None:
+    """The duration of a constant-rate WAV whose header checks out, else None.
+
+    Only codecs with a fixed byte rate qualify (ffprobe's ``pcm_*``: linear PCM, µ-law, A-law,
+    also inside an extensible header).
+    """
+    if not codec.startswith("pcm_"):
         return None
-    codec = "pcm_u8" if (tag, bits) == (1, 8) else _PCM_TAGS[tag].format(bits=bits)
-    return AudioInfo(duration=size / block_align / rate, channels=channels, sample_rate=rate,
-                     codec=codec)
+    header = _checked_wav_header(path)
+    return header.duration if header else None
+
+
+# WAVE format tags whose samples take a fixed number of bytes, with ffprobe's codec names.
+_PCM_TAGS = {1: "pcm_s{bits}le", 3: "pcm_f{bits}le", 6: "pcm_alaw", 7: "pcm_mulaw"}
+
+
+def pcm_wav_info(path: Path) -> AudioInfo | None:
+    """Everything about a constant-rate WAV from its checked header; None for any other file
+    (not ``.wav``, compressed, extensible format, truncated or streamed header)."""
+    header = _checked_wav_header(path)
+    if header is None or header.tag not in _PCM_TAGS or not header.channels:
+        return None
+    if (header.tag, header.bits) == (1, 8):
+        codec = "pcm_u8"
+    else:
+        codec = _PCM_TAGS[header.tag].format(bits=header.bits)
+    return AudioInfo(duration=header.duration, channels=header.channels,
+                     sample_rate=header.rate, codec=codec)
 
 
 def _riff_chunks(head: bytes) -> dict[bytes, tuple[int, bytes, int]]:
