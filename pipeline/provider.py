@@ -18,6 +18,8 @@ import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
+
 from ingestd import errors
 
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
@@ -34,6 +36,15 @@ def api_key(variable: str) -> str:
 def retryable_status(status: int | None) -> bool:
     """Whether an HTTP status means "try again later" (no status: the request never got one)."""
     return status is None or status in RETRYABLE_STATUS or status >= 500
+
+
+def transport_failure(vendor: str, exc: httpx.TransportError,
+                      timeout: float) -> errors.ProviderError:
+    """A timeout or a connection failure on the way to ``vendor``: retryable either way."""
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.ProviderError(f"{vendor} did not answer within {timeout:g} s",
+                                    retryable=True)
+    return errors.ProviderError(f"could not reach {vendor}: {exc}", retryable=True)
 
 
 class ProviderSlots:

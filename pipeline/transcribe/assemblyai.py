@@ -23,7 +23,7 @@ import httpx
 from ingestd import errors
 from ingestd.config import AssemblyaiSettings
 from ingestd.models import Speaker
-from pipeline import decode
+from pipeline import decode, provider
 from pipeline.provider import retryable_status
 from pipeline.transcribe.base import Transcript, Utterance, speaker_for_channel
 
@@ -50,13 +50,9 @@ class AssemblyaiTranscriber:
             result = await self._request(audio_path, stereo)
         except aai.types.AssemblyAIError as exc:
             raise _translate(exc, self.settings.timeout_seconds) from exc
-        except httpx.TimeoutException as exc:
-            raise errors.ProviderError(
-                f"AssemblyAI did not answer within {self.settings.timeout_seconds:g} s",
-                retryable=True) from exc
-        except httpx.TransportError as exc:
-            raise errors.ProviderError(f"could not reach AssemblyAI: {exc}",
-                                       retryable=True) from exc
+        except httpx.TransportError as exc:  # timeouts included
+            raise provider.transport_failure("AssemblyAI", exc,
+                                             self.settings.timeout_seconds) from exc
         return result_transcript(result, stereo, agent_channel)
 
     async def _request(self, audio_path: Path, stereo: bool) -> aai.AsyncTranscript:

@@ -33,7 +33,7 @@ with warnings.catch_warnings():
 from ingestd import errors
 from ingestd.config import DeepgramSettings
 from ingestd.models import Speaker
-from pipeline import decode
+from pipeline import decode, provider
 from pipeline.provider import retryable_status
 from pipeline.transcribe.base import Transcript, Utterance, speaker_for_channel
 
@@ -56,13 +56,9 @@ class DeepgramTranscriber:
             results = await self._request(audio, stereo, hints)
         except ApiError as exc:
             raise _translate_status(exc) from exc
-        except httpx.TimeoutException as exc:
-            raise errors.ProviderError(
-                f"Deepgram did not answer within {self.settings.timeout_seconds:g} s",
-                retryable=True) from exc
-        except httpx.TransportError as exc:
-            raise errors.ProviderError(f"could not reach Deepgram: {exc}",
-                                       retryable=True) from exc
+        except httpx.TransportError as exc:  # timeouts included
+            raise provider.transport_failure("Deepgram", exc,
+                                             self.settings.timeout_seconds) from exc
         return _to_transcript(results, stereo, agent_channel)
 
     async def _request(self, audio: bytes, stereo: bool, hints: tuple[str, ...]) -> object:
