@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from ingestd import audio, config, errors, metadata
 from ingestd.clock import Clock
@@ -108,14 +108,13 @@ class Intake:
 
 def link_agent(session: Session, file_name: str, meta: dict[str, Any]) -> str | None:
     """The known agent code for this call: the metadata's ``agent_code``, else a name token."""
-    known = set(session.exec(select(Agent.code)).all())
     code = meta.get("agent_code")
-    if code and code in known:
-        return code
-    for token in metadata.name_tokens(file_name):
-        if token in known:
-            return token
-    return None
+    candidates = ([code] if code else []) + metadata.name_tokens(file_name)
+    if not candidates:
+        return None
+    # Only the candidates are looked up: this runs for every imported file.
+    known = set(session.exec(select(Agent.code).where(col(Agent.code).in_(candidates))).all())
+    return next((c for c in candidates if c in known), None)
 
 
 def find_duplicate(session: Session, sub: Submission, sha256: str,
