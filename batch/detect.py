@@ -16,7 +16,8 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from stat import S_ISDIR, S_ISREG
 
 from sqlmodel import col, select
 
@@ -63,10 +64,12 @@ def same_file(row: IngestFile, size: int, mtime_ns: int | None) -> bool:
     return row.mtime_ns is None or mtime_ns is None or row.mtime_ns == mtime_ns
 
 
-def walk_landing(root: Path, ignore_patterns: list[str]) -> list[LandingEntry]:
-    """Every non-temporary file under ``root`` (temporary-named folders are not entered)."""
+def walk_landing(root: Path, ignore_patterns: list[str],
+                 under: Path | None = None) -> list[LandingEntry]:
+    """Every non-temporary file under ``root`` (temporary-named folders are not entered), or
+    only those in its subfolder ``under``; paths are relative to ``root``."""
     entries: list[LandingEntry] = []
-    for folder, dirs, names in os.walk(root):
+    for folder, dirs, names in os.walk(under or root):
         dirs[:] = sorted(d for d in dirs if not is_temporary(d, ignore_patterns))
         for name in sorted(names):
             if is_temporary(name, ignore_patterns):
@@ -85,7 +88,35 @@ def walk_landing(root: Path, ignore_patterns: list[str]) -> list[LandingEntry]:
 def scan(db: Database, recorder: LandingRecorder, root: Path,
          ignore_patterns: list[str]) -> list[IngestFile]:
     """Record new or changed landing files; return the rows whose leftover copies need clean-up."""
-    entries = walk_landing(root, ignore_patterns)
+    return detect(db, recorder, walk_landing(root, ignore_patterns))
+
+
+def check_paths(db: Database, recorder: LandingRecorder, root: Path, rel_paths: Iterable[str],
+                ignore_patterns: list[str]) -> list[IngestFile]:
+    """:func:`scan` for just these landing paths (the ones a filesystem event named).
+
+    Costs one ``stat`` per path instead of a walk of the whole tree, so an event-driven sweep
+    stays cheap however many files wait in the landing folders.
+    """
+    entries: list[LandingEntry] = []
+    for rel_path in sorted(set(rel_paths)):
+        parts = PurePosixPath(rel_path).parts
+        if any(is_temporary(part, ignore_patterns) for part in parts):
+            continue
+        try:
+            stat = os.stat(root / rel_path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone again: nothing to detect
+        if S_ISREG(stat.st_mode):
+            entries.append(LandingEntry(rel_path, stat.st_size, stat.st_mtime_ns))
+        elif S_ISDIR(stat.st_mode):  # a folder moved in whole: one event for all its files
+            entries.extend(walk_landing(root, ignore_patterns, under=root / rel_path))
+    return detect(db, recorder, entries)
+
+
+def detect(db: Database, recorder: LandingRecorder,
+           entries: list[LandingEntry]) -> list[IngestFile]:
+    """Record the entries that are new or changed; return the rows of leftover copies."""
     newest = newest_rows(db, [entry.rel_path for entry in entries])
     leftovers: list[IngestFile] = []
     for entry in entries:

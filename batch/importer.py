@@ -43,6 +43,15 @@ class Importer:
         self.settings = settings
         self.clock = clock
 
+    def import_files(self, file_ids: list[str]) -> None:
+        """Import these waiting files; one file's system trouble (storage down, ffmpeg
+        missing) is logged and leaves it waiting for the next pass, the others go on."""
+        for file_id in file_ids:
+            try:
+                self.import_file(file_id)
+            except Exception:
+                log.exception("file_import_deferred file_id=%s", file_id)
+
     def import_file(self, file_id: str) -> None:
         """Import one waiting file of a processing batch, then clear its landing copy."""
         with self.db.session() as session:

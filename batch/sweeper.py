@@ -1,13 +1,20 @@
-"""The sweeper: one pass over the landing tree and the batches, run on a timer and on demand.
+"""The sweeper: passes over the landing tree and the batches, run on a timer and on demand.
 
-A tick recomputes everything from the database and the landing tree, so a tick after a restart
-simply continues where the last process stopped: scan the landing tree (record files that came
-without events, clean up copies a crash left behind), route ready files into batches, end the
-windows that ran out, import the files of processing batches, close the finished batches.
-Ticks never overlap (one lock); their blocking parts run in worker threads. ``wake`` lets the
-SFTP server ask for a tick soon after a file landed instead of waiting for the next interval; a
-pass also wakes itself for a window that ends (or a file that turns stable) before the next
-interval tick.
+A pass recomputes everything from the database and the landing tree, so a pass after a restart
+simply continues where the last process stopped. It comes in two parts with a lock each:
+
+- the **route pass** detects files (a walk of the whole landing tree at start-up and on every
+  interval tick; otherwise only the paths that filesystem events named), cleans up copies a
+  crash left behind, routes ready files into batches, ends the windows that ran out and closes
+  finished batches. It is quick, so a complete batch turns ``PROCESSING`` at once;
+- the **import pass** imports the files of processing batches (in chunks, so a stop waits for
+  one chunk at most) and closes the batches that finished. It runs beside route passes, never
+  in their way: a large batch being imported does not delay the next batch's detection.
+
+The blocking parts run in worker threads. ``wake`` lets the SFTP server ask for a route pass
+soon after a file landed instead of waiting for the next interval (its rows are recorded
+already, so no walk is needed); a pass also wakes itself for a window that ends (or a file that
+turns stable) before the next interval tick.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 WAKE_SLACK_SECONDS = 0.25
 # A self-wake lands just after the moment it waits for, never just before it.
 DUE_SLACK_SECONDS = 0.05
+# Files imported per worker-thread call: a stop waits for at most one chunk.
+IMPORT_CHUNK = 200
 
 
 class Sweeper:
@@ -50,31 +59,83 @@ class Sweeper:
         self._later: list[float] = []  # wakes asked for after the pending timer (a heap)
         self._queued = False  # a woken tick waits for the lock: later wakes ride along
         self._tasks: set[asyncio.Task[None]] = set()
+        self._scan_wanted = True  # the first pass after start-up walks the whole tree
+        self._changed_paths: set[str] = set()  # named by filesystem events since the last pass
+        self._import_lock = asyncio.Lock()
+        self._import_task: asyncio.Task[None] | None = None
+        self._import_again = False
+        self._closing = False
 
     async def tick(self) -> None:
-        """One full pass; waits for a running pass to end first."""
+        """One full pass (scan of the whole landing tree, routing, imports); waits for a
+        running pass to end first. The interval timer and the tests call this."""
+        self._scan_wanted = True
         async with self._lock:
-            await self._pass()
+            await self._route_pass()
+        await self._import_pass()
 
-    async def _pass(self) -> None:
-        root = self.settings.landing_path
-        leftovers = await asyncio.to_thread(detect.scan, self.db, self.recorder, root,
-                                            self.settings.sftp.ignore_patterns)
+    def landing_changed(self, rel_path: str) -> None:
+        """A filesystem event named this landing path (call on the event loop): look at it on
+        the next pass, and again once it may have become stable."""
+        self._changed_paths.add(rel_path)
+        self.wake(0.0)
+        self.wake(self.settings.sftp.stable_seconds + DUE_SLACK_SECONDS)
+
+    async def _route_pass(self) -> None:
+        """Detect, route, end windows, close batches: the quick part that decides batches.
+
+        Imports run in their own pass (:meth:`_import_pass`), so a batch is routed and moved to
+        ``PROCESSING`` the moment it is complete even while an earlier batch is being imported.
+        """
+        root, patterns = self.settings.landing_path, self.settings.sftp.ignore_patterns
+        if self._scan_wanted:
+            self._scan_wanted = False
+            self._changed_paths.clear()  # the walk sees them all
+            leftovers = await asyncio.to_thread(detect.scan, self.db, self.recorder, root,
+                                                patterns)
+        else:
+            changed, self._changed_paths = self._changed_paths, set()
+            leftovers = await asyncio.to_thread(detect.check_paths, self.db, self.recorder, root,
+                                                changed, patterns) if changed else []
         for row in leftovers:
             await asyncio.to_thread(self.importer.dispose, row)
             log.info("landing_leftover_cleaned file_id=%s status=%s", row.id, row.status)
         for file_id in await asyncio.to_thread(self.router.route_ready):
             await asyncio.to_thread(self.importer.dispose_by_id, file_id)
         await asyncio.to_thread(self.lifecycle.expire_deadlines)
-        for file_id in await asyncio.to_thread(self.lifecycle.importable):
-            try:
-                await asyncio.to_thread(self.importer.import_file, file_id)
-            except Exception:
-                # One file's system trouble (storage down, ffmpeg missing) must not stop the
-                # pass; the file stays waiting and is tried again on the next tick.
-                log.exception("file_import_deferred file_id=%s", file_id)
         await asyncio.to_thread(self.lifecycle.close_finished)
         self._wake_before_next_interval(await asyncio.to_thread(self.lifecycle.next_due))
+
+    async def _import_pass(self) -> None:
+        """Import every file waiting in a processing batch, then close the finished batches."""
+        async with self._import_lock:
+            file_ids = await asyncio.to_thread(self.lifecycle.importable)
+            for start in range(0, len(file_ids), IMPORT_CHUNK):
+                if self._closing:
+                    return
+                await asyncio.to_thread(self.importer.import_files,
+                                        file_ids[start:start + IMPORT_CHUNK])
+            if file_ids:
+                await asyncio.to_thread(self.lifecycle.close_finished)
+
+    def _kick_import(self) -> None:
+        """Run an import pass after this route pass, without holding up the next route pass;
+        one runs at a time, and a kick during one makes it run once more."""
+        self._import_again = True
+        if self._import_task is not None:
+            return
+        self._import_task = asyncio.get_running_loop().create_task(self._import_loop())
+
+    async def _import_loop(self) -> None:
+        try:
+            while self._import_again:
+                self._import_again = False
+                try:
+                    await self._import_pass()
+                except Exception:
+                    log.exception("import_pass_failed")
+        finally:
+            self._import_task = None
 
     def _wake_before_next_interval(self, due: datetime | None) -> None:
         """Come back when a window ends or a file turns stable before the next interval tick,
@@ -129,7 +190,8 @@ class Sweeper:
         try:
             async with self._lock:
                 self._queued = False
-                await self._pass()
+                await self._route_pass()
+            self._kick_import()
         except Exception:
             log.exception("sweep_failed trigger=wake")
         finally:
@@ -143,3 +205,6 @@ class Sweeper:
         self._later.clear()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._import_task is not None:
+            self._closing = True  # finish the chunk in flight, start no other
+            await asyncio.gather(self._import_task, return_exceptions=True)

@@ -3,10 +3,11 @@
 The only module that imports watchdog. Two jobs, both feeding the ordinary sweep:
 
 - **Landing tree.** A file put into ``<landing>/<slug>/…`` by other means than the SFTP server
-  (a copy, a mount, an operator) is noticed at once: any create, write or move-in wakes the
-  sweeper now (its scan records the file with ``stable_at``) and again once ``stable_seconds``
-  passed (to route it), instead of waiting for the next interval. Detection itself stays in the
-  sweep's scan (size and mtime unchanged across ``stable_seconds``), so a missed event costs
+  (a copy, a mount, an operator) is noticed at once: any create, write or move-in hands the
+  path to the sweeper, which looks at that path now (recording the file with ``stable_at``)
+  and again once ``stable_seconds`` passed (to route it), instead of waiting for the next
+  interval. Detection itself stays the sweep's rule (size and mtime unchanged across
+  ``stable_seconds``), and every interval tick walks the whole tree, so a missed event costs
   only latency.
 - **Drop folders** (``[watch] folders = [{path, campaign}]``). A file is taken once its size and
   mtime stayed unchanged for ``sftp.stable_seconds``: it is *moved* into the landing tree under
@@ -51,7 +52,6 @@ from ingestd.models import CallSource, Campaign
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 REACTING_EVENTS = frozenset({"created", "modified", "moved", "closed"})
-WAKE_SLACK_SECONDS = 0.1
 
 
 @dataclass
@@ -181,8 +181,9 @@ class WatchHandle:
         landing = self.settings.landing_path
         if not path.is_relative_to(landing) or self._temporary(path.relative_to(landing)):
             return
-        self._wake(0.0)
-        self._wake(self.settings.sftp.stable_seconds + WAKE_SLACK_SECONDS)
+        rel_path = path.relative_to(landing).as_posix()
+        with suppress(RuntimeError):  # the loop is closing: the daemon is stopping
+            self.loop.call_soon_threadsafe(self.sweeper.landing_changed, rel_path)
 
     def _temporary(self, rel: Path) -> bool:
         return any(is_temporary(part, self.settings.sftp.ignore_patterns) for part in rel.parts)

@@ -30,9 +30,9 @@ class CountingSweeper(Sweeper):
 
     passes = 0
 
-    async def _pass(self) -> None:
+    async def _route_pass(self) -> None:
         self.passes += 1
-        await super()._pass()
+        await super()._route_pass()
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_a_wake_during_a_tick_runs_one_more_tick_after_it(sweeper: CountingSweep
         running = asyncio.create_task(sweeper.tick())
         await asyncio.sleep(0)  # the tick holds the lock now
         drop_csv(settings)
-        sweeper.wake()
+        sweeper.landing_changed("acme/manifest.csv")  # the watcher's event for the new file
         sweeper.wake()
         await running
         await wait_for(lambda: sweeper.passes == 2)
@@ -100,6 +100,20 @@ def test_a_wake_during_a_tick_runs_one_more_tick_after_it(sweeper: CountingSweep
     asyncio.run(scenario())
     assert sweeper.passes == 2
     assert routed(db)
+
+
+def test_a_wake_looks_only_at_the_paths_events_named(sweeper: CountingSweeper, db: Database,
+                                                    settings: Settings) -> None:
+    async def scenario() -> None:
+        await sweeper.tick()  # the start-up walk of the whole tree
+        drop_csv(settings)  # no event names it: left for the next interval tick's walk
+        sweeper.wake()
+        await wait_for(lambda: sweeper.passes == 2)
+        assert not routed(db)
+        sweeper.landing_changed("acme/manifest.csv")
+        await wait_for(lambda: routed(db))
+        await sweeper.aclose()
+    asyncio.run(scenario())
 
 
 def test_scheduler_ticks_on_its_interval(sweeper: CountingSweeper, db: Database,
