@@ -155,8 +155,27 @@ class BenchDaemon:
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` plus its reaped children (ffprobe runs, sshd sessions), in seconds."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    # After the command: state is field 3; utime, stime, cutime, cstime are fields 14-17.
-    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    """CPU time of ``pid``, its running descendants (ingestd's SFTP processes, sshd's session
+    processes) and its reaped children (ffprobe runs, ended sessions), in seconds."""
+    total = 0.0
+    for one in [pid, *_descendants(pid)]:
+        try:
+            with open(f"/proc/{one}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue  # ended meanwhile: its time is in its parent's cutime/cstime now
+        # After the command: state is field 3; utime, stime, cutime, cstime are fields 14-17.
+        total += sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children", encoding="ascii") as fh:
+            children = [int(c) for c in fh.read().split()]
+    except FileNotFoundError:
+        return found
+    for child in children:
+        found += [child, *_descendants(child)]
+    return found

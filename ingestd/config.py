@@ -65,6 +65,8 @@ class SftpSettings(Section):
     defender_threshold: int = 15
     defender_window_seconds: float = 1800.0
     defender_ban_seconds: float = 1800.0
+    # SFTP server processes beside the main one (sharing the port): more cores for SFTP.
+    processes: int = Field(default=1, ge=1, le=64)
 
 
 class HttpSettings(Section):

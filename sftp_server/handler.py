@@ -3,9 +3,10 @@
 - Paths go through :class:`~sftp_server.jail.Jail`: the user sees only its campaign folders;
   refusals are raised there as SFTP statuses, filesystem errors are translated by asyncssh.
 - Opening a file for writing starts an :class:`~sftp_server.upload.Upload` in ``incoming/``.
-  A clean CLOSE from the client moves it into the landing tree and records it
-  (``LandingRecorder.landed``); a session that ends with the handle still open (dropped
-  connection, killed client) discards it: it never becomes a landing file.
+  A clean CLOSE from the client moves it into the landing tree and queues its row
+  (:class:`~sftp_server.recording.ChangeQueue`: the CLOSE is answered without waiting for the
+  commit); a session that ends with the handle still open (dropped connection, killed client)
+  discards it: it never becomes a landing file.
 - Write opens always start a fresh file. Opening an *existing* file for writing without
   truncation (append, read-write, resume) is refused with permission denied: a partly rewritten
   recording is never what a telephony system means, and the client can upload it again.
@@ -17,19 +18,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import stat
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 
-from ingestd.landing import LandingRecorder
+from ingestd.landing import LandingChange
 from sftp_server.jail import Jail, VirtualPath, normalise
+from sftp_server.recording import ChangeQueue
 from sftp_server.upload import Upload
 
 log = logging.getLogger(__name__)
@@ -39,12 +40,11 @@ class LandingSftpServer(asyncssh.SFTPServer):
     """One SFTP session of one user."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel, jail: Jail, incoming: Path,
-                 recorder: LandingRecorder, on_landed: Callable[[], None]) -> None:
+                 changes: ChangeQueue) -> None:
         super().__init__(chan)
         self.jail = jail
         self.incoming = incoming
-        self.recorder = recorder
-        self.on_landed = on_landed
+        self.changes = changes
         self.username = str(chan.get_extra_info("username") or "")
         self._uploads: set[Upload] = set()
 
@@ -85,8 +85,10 @@ class LandingSftpServer(asyncssh.SFTPServer):
                         opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW))
         where = self.jail.resolve_inside(path)
         final = self.jail.local(where)
-        _check_write_open(final, pflags)
-        await asyncio.to_thread(self.recorder.writing, where.rel_path)
+        if _check_write_open(final, pflags):
+            # A waiting row for the old file must stop counting as complete before the client
+            # starts to rewrite it, so this one change is awaited.
+            await self.changes.submit(LandingChange("writing", where.rel_path), urgent=True)
         upload = Upload(self.incoming, where.rel_path, final, self.username)
         self._uploads.add(upload)
         return upload
@@ -116,16 +118,14 @@ class LandingSftpServer(asyncssh.SFTPServer):
             return False
         return self.channel.is_closing()
 
-    async def _land(self, upload: Upload) -> None:
-        landed = await asyncio.to_thread(upload.land)
-        await self._record(landed.rel_path, landed.size, landed.mtime_ns)
+    def _land(self, upload: Upload) -> None:
+        # A close, a rename and a stat: cheaper on the loop than a trip to a worker thread.
+        landed = upload.land()
+        self._record(landed.rel_path, landed.size, landed.mtime_ns)
 
-    async def _record(self, rel_path: str, size: int, mtime_ns: int) -> None:
-        file_id = await asyncio.to_thread(self.recorder.landed, rel_path, size, mtime_ns)
-        log.info("file_landed username=%s path=%s bytes=%d file_id=%s",
-                 self.username, rel_path, size, file_id)
-        if file_id is not None:
-            self.on_landed()
+    def _record(self, rel_path: str, size: int, mtime_ns: int) -> None:
+        log.info("file_landed username=%s path=%s bytes=%d", self.username, rel_path, size)
+        self.changes.submit(LandingChange("landed", rel_path, size, mtime_ns))
 
     async def _discard(self, upload: Upload) -> None:
         size = upload.discard()
@@ -135,7 +135,7 @@ class LandingSftpServer(asyncssh.SFTPServer):
             # Opening the path marked its earlier, complete upload as being rewritten; that
             # file is untouched, so it counts as complete again.
             info = os.stat(upload.final_path)
-            await self._record(upload.rel_path, info.st_size, info.st_mtime_ns)
+            self._record(upload.rel_path, info.st_size, info.st_mtime_ns)
 
     async def exit(self) -> None:
         for upload in list(self._uploads):
@@ -156,7 +156,7 @@ class LandingSftpServer(asyncssh.SFTPServer):
     async def remove(self, path: bytes) -> None:
         where = self.jail.resolve_inside(path)
         os.remove(self.jail.local(where))
-        await asyncio.to_thread(self.recorder.removed, where.rel_path)
+        await self.changes.submit(LandingChange("removed", where.rel_path), urgent=True)
 
     async def rename(self, oldpath: bytes, newpath: bytes) -> None:
         # Replacing an existing target is what WinSCP and rclone expect of a plain rename too.
@@ -172,9 +172,9 @@ class LandingSftpServer(asyncssh.SFTPServer):
         if new.is_dir():
             raise asyncssh.SFTPFileIsADirectory("a folder of that name exists")
         os.replace(old, new)
-        await asyncio.to_thread(self.recorder.removed, old_where.rel_path)
+        self.changes.submit(LandingChange("removed", old_where.rel_path))
         info = os.stat(new)
-        await self._record(where.rel_path, info.st_size, info.st_mtime_ns)
+        self._record(where.rel_path, info.st_size, info.st_mtime_ns)
 
     def setstat(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
         self.jail.local(self.jail.resolve(path))  # accepted and ignored, but only in the jail
@@ -195,8 +195,9 @@ class LandingSftpServer(asyncssh.SFTPServer):
         raise asyncssh.SFTPPermissionDenied("symbolic links are not followed")
 
 
-def _check_write_open(final: Path, pflags: int) -> None:
-    """Refuse write opens that cannot start a fresh upload of ``final``."""
+def _check_write_open(final: Path, pflags: int) -> bool:
+    """Refuse write opens that cannot start a fresh upload of ``final``; True when a file of
+    that name exists (the upload will replace it)."""
     if final.is_dir():
         raise asyncssh.SFTPFileIsADirectory("a folder of that name exists")
     if not final.parent.is_dir():
@@ -209,6 +210,7 @@ def _check_write_open(final: Path, pflags: int) -> None:
     if exists and not pflags & asyncssh.FXF_TRUNC:
         raise asyncssh.SFTPPermissionDenied(
             "changing an existing file in place is not supported: upload it again")
+    return exists
 
 
 def _attrs(local: Path) -> asyncssh.SFTPAttrs:

@@ -17,6 +17,7 @@ import os
 import secrets
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncssh
@@ -32,6 +33,7 @@ from sftp_server.auth import Defender, SftpAuthServer
 from sftp_server.framing import TrimmingSftpSession
 from sftp_server.handler import LandingSftpServer
 from sftp_server.jail import Jail
+from sftp_server.recording import ChangeQueue
 from sftp_server.upload import clear_incoming
 
 log = logging.getLogger(__name__)
@@ -39,50 +41,77 @@ log = logging.getLogger(__name__)
 # AES-GCM has hardware support on the target CPUs and beats chacha20 there.
 PREFERRED_CIPHER = "aes128-gcm@openssh.com"
 
-# The open connections of each listener, so that stop_sftp_server can end them.
-_live_connections: weakref.WeakKeyDictionary[asyncssh.SSHAcceptor,
-                                             set[asyncssh.SSHServerConnection]]
-_live_connections = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class _Listener:
+    """What stop_sftp_server must end besides the acceptor."""
+
+    connections: set[asyncssh.SSHServerConnection]
+    changes: ChangeQueue
+
+
+_listeners: weakref.WeakKeyDictionary[asyncssh.SSHAcceptor, _Listener]
+_listeners = weakref.WeakKeyDictionary()
 
 
 async def start_sftp_server(settings: Settings, db: Database, recorder: LandingRecorder,
                             on_landed: Callable[[], None], *,
-                            defender: Defender | None = None) -> asyncssh.SSHAcceptor:
+                            defender: Defender | None = None, prepare: bool = True,
+                            reuse_port: bool = False) -> asyncssh.SSHAcceptor:
     """Listen on ``sftp.host``/``sftp.port``; ``acceptor.get_port()`` gives the real port.
 
-    ``on_landed`` is called on the event loop each time a complete file was recorded.
+    ``on_landed`` is called on the event loop each time complete files were recorded.
+    ``prepare``: create the landing tree and clear ``incoming/`` first
+    (:func:`prepare_sftp_folders`; pass False when several servers share the folders and it was
+    done once before).
+    ``reuse_port``: several processes listen on the same port and the kernel spreads the
+    connections over them.
     """
     key = await asyncio.to_thread(load_or_create_host_key, settings.host_key_path)
-    await asyncio.to_thread(_prepare_folders, settings)
+    if prepare:
+        await asyncio.to_thread(prepare_sftp_folders, settings)
     sftp = settings.sftp
     guard = defender or Defender(threshold=sftp.defender_threshold,
                                  window_seconds=sftp.defender_window_seconds,
                                  ban_seconds=sftp.defender_ban_seconds)
-    sessions = _SessionFactory(settings, db, recorder, on_landed)
+    changes = ChangeQueue(recorder, on_landed)
+    sessions = _SessionFactory(settings, db, changes)
     live: set[asyncssh.SSHServerConnection] = set()
     acceptor = await asyncssh.listen(
         settings.sftp.host, settings.sftp.port,
         server_host_keys=[key],
         server_factory=lambda: _SftpConnection(db, guard, live, sessions.open_session),
         agent_forwarding=False, x11_forwarding=False,
-        encryption_algs=preferred_ciphers(),
+        encryption_algs=preferred_ciphers(), reuse_port=reuse_port or None,
     )
-    _live_connections[acceptor] = live
+    _listeners[acceptor] = _Listener(live, changes)
     log.info("sftp_server_started host=%s port=%d fingerprint=%s", settings.sftp.host,
              acceptor.get_port(), key.get_fingerprint())
     return acceptor
 
 
 async def stop_sftp_server(acceptor: asyncssh.SSHAcceptor) -> None:
-    """Stop listening and end every open session (uploads still open are discarded)."""
+    """Stop listening and end every open session (uploads still open are discarded), then
+    record what the sessions left queued."""
     acceptor.close()
     await acceptor.wait_closed()
-    connections = list(_live_connections.pop(acceptor, ()))
+    listener = _listeners.pop(acceptor, None)
+    connections = list(listener.connections) if listener else []
     for conn in connections:
         conn.close()
     for conn in connections:
         await conn.wait_closed()
+    if listener is not None:
+        await listener.changes.aclose()
     log.info("sftp_server_stopped connections_closed=%d", len(connections))
+
+
+async def changes_recorded(acceptor: asyncssh.SSHAcceptor) -> None:
+    """Wait until every landing change the listener's sessions made so far is recorded."""
+    listener = _listeners.get(acceptor)
+    if listener is not None:
+        await listener.changes.recorded()
 
 
 def load_or_create_host_key(path: str | Path) -> asyncssh.SSHKey:
@@ -123,7 +152,8 @@ def preferred_ciphers() -> list[str]:
     return [PREFERRED_CIPHER] + [name for name in names if name != PREFERRED_CIPHER]
 
 
-def _prepare_folders(settings: Settings) -> None:
+def prepare_sftp_folders(settings: Settings) -> None:
+    """Create the landing tree and delete uploads a previous run left in ``incoming/``."""
     settings.landing_path.mkdir(parents=True, exist_ok=True)
     clear_incoming(settings.incoming_path)
 
@@ -159,17 +189,14 @@ class _SftpConnection(SftpAuthServer):
 class _SessionFactory:
     """Builds the SFTP server of a session once the user is known (DB read off the loop)."""
 
-    def __init__(self, settings: Settings, db: Database, recorder: LandingRecorder,
-                 on_landed: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, db: Database, changes: ChangeQueue) -> None:
         self.settings = settings
         self.db = db
-        self.recorder = recorder
-        self.on_landed = on_landed
+        self.changes = changes
 
     async def open_session(self, chan: asyncssh.SSHServerChannel) -> LandingSftpServer:
         username = str(chan.get_extra_info("username") or "")
         slugs = await asyncio.to_thread(allowed_slugs, self.db, username)
         jail = Jail(self.settings.landing_path, slugs)
         log.info("sftp_session_started username=%s campaigns=%s", username, sorted(slugs))
-        return LandingSftpServer(chan, jail, self.settings.incoming_path, self.recorder,
-                                 self.on_landed)
+        return LandingSftpServer(chan, jail, self.settings.incoming_path, self.changes)

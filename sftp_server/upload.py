@@ -2,7 +2,14 @@
 
 The temporary file lives on the same filesystem as the landing tree, so the final move is one
 atomic ``os.replace``: the batch engine and the sweeper never see half a file under its final
-name. Everything here blocks (fsync, rename); the SFTP handler calls it from a worker thread.
+name. Everything here is a quick syscall or two (open, rename, stat) on the local disk.
+
+Landing does not fsync, like OpenSSH's sftp-server: the bytes are in the page cache under their
+final name, which a crash of the daemon (``kill -9``) cannot lose. Durability is the import's
+promise (SPEC: a file is ``COMPLETED`` once its bytes are durably in storage), and the stored
+copy is fsynced before its call commits. A client that wants the landing copy on disk at once
+sends ``fsync@openssh.com``, which asyncssh answers with an ``fsync`` of the open file. One fsync
+per CLOSE cost more than the rest of a small upload's server work together.
 """
 
 from __future__ import annotations
@@ -41,13 +48,14 @@ class Upload(io.FileIO):
         self.username = username
 
     def land(self) -> LandedFile:
-        """Make the bytes durable and move them to their landing path (blocking)."""
+        """Move the bytes to their landing path (blocking)."""
         try:
-            self.flush()
-            os.fsync(self.fileno())
             self.close()
-            self.final_path.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.temp_path, self.final_path)
+            try:
+                os.replace(self.temp_path, self.final_path)
+            except FileNotFoundError:  # its folder was removed during the upload
+                self.final_path.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.temp_path, self.final_path)
         except BaseException:
             self.discard()
             raise

@@ -25,7 +25,7 @@ from sqlmodel import select
 from ingestd.landing import LandingRecorder
 from ingestd.models import FileStatus, IngestFile, SftpUser
 from sftp_server.auth import Defender, hash_password
-from sftp_server.server import start_sftp_server, stop_sftp_server
+from sftp_server.server import changes_recorded, start_sftp_server, stop_sftp_server
 
 PASSWORD = "correct horse"
 CALL = "call-JD002-0930.wav"
@@ -61,6 +61,12 @@ class RunningServer:
 
     def _on_landed(self) -> None:
         self.landed_calls += 1
+
+    def rows(self, landing_path: str) -> list[IngestFile]:
+        """The rows of a landing path once the server recorded everything so far (a CLOSE is
+        answered before its row is written)."""
+        self._call(changes_recorded(self.acceptor))
+        return rows(self.db, landing_path)
 
     def connect(self, username: str = "alice", password: str = PASSWORD) -> Client:
         transport = paramiko.Transport(("127.0.0.1", self.port))
@@ -137,10 +143,10 @@ def test_password_upload_lands_file_and_row(server, add_user, db, settings, corp
     for rel, scope in ((f"acme/{CALL}", "acme"),
                        (f"acme/2026-01-15/sub/{CALL}", "acme/2026-01-15/sub")):
         assert (settings.landing_path / rel).read_bytes() == source.read_bytes()
-        [row] = rows(db, rel)
+        [row] = server.rows(rel)
         assert (row.status, row.scope, row.name) == (FileStatus.DETECTED.value, scope, CALL)
         assert row.size == source.stat().st_size and row.stable_at is not None
-    assert server.landed_calls == 2
+    assert 1 <= server.landed_calls <= 2  # once per group of rows written together
     assert incoming_is_empty(settings)
 
 
@@ -160,7 +166,7 @@ def test_openssh_sftp_batch_with_public_key(server, add_user, db, settings, corp
         capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "upload.wav" in done.stdout
-    [row] = rows(db, "acme/upload.wav")
+    [row] = server.rows("acme/upload.wav")
     assert row.size == (corpus / "calls" / CALL).stat().st_size
     # chmod was accepted and ignored: the landing file keeps the server's mode
     assert stat.S_IMODE((settings.landing_path / "acme/upload.wav").stat().st_mode) != 0o600
@@ -171,11 +177,11 @@ def test_temporary_name_is_recorded_only_after_rename(server, add_user, db, sett
     with server.connect() as sftp:
         with sftp.open("/acme/x.wav.filepart", "wb") as fh:
             fh.write(b"RIFF" + b"\0" * 5000)
-        assert rows(db, "acme/x.wav.filepart") == [] and server.landed_calls == 0
+        assert server.rows("acme/x.wav.filepart") == [] and server.landed_calls == 0
         assert (settings.landing_path / "acme/x.wav.filepart").is_file()
         sftp.rename("/acme/x.wav.filepart", "/acme/x.wav")
     assert not (settings.landing_path / "acme/x.wav.filepart").exists()
-    [row] = rows(db, "acme/x.wav")
+    [row] = server.rows("acme/x.wav")
     assert row.size == 5004 and server.landed_calls == 1
 
 
@@ -188,8 +194,8 @@ def test_rename_replaces_an_existing_file(server, add_user, db, settings):
         sftp.rename("/acme/a.wav.part", "/acme/a.wav")
         sftp.posix_rename("/acme/a.wav", "/acme/b.wav")
     assert (settings.landing_path / "acme/b.wav").read_bytes() == b"newer"
-    assert [r.size for r in rows(db, "acme/b.wav")] == [5]
-    assert rows(db, "acme/a.wav") == []  # the old name's waiting row went with the file
+    assert [r.size for r in server.rows("acme/b.wav")] == [5]
+    assert server.rows("acme/a.wav") == []  # the old name's waiting row went with the file
 
 
 def test_removing_a_waiting_file_forgets_its_row(server, add_user, db, settings):
@@ -197,9 +203,9 @@ def test_removing_a_waiting_file_forgets_its_row(server, add_user, db, settings)
     with server.connect() as sftp:
         with sftp.open("/acme/gone.wav", "wb") as fh:
             fh.write(b"RIFF")
-        assert len(rows(db, "acme/gone.wav")) == 1
+        assert len(server.rows("acme/gone.wav")) == 1
         sftp.remove("/acme/gone.wav")
-    assert rows(db, "acme/gone.wav") == []
+    assert server.rows("acme/gone.wav") == []
     assert not (settings.landing_path / "acme/gone.wav").exists()
 
 
@@ -246,7 +252,7 @@ def test_dropped_upload_leaves_nothing(server, add_user, db, settings, how):
     client.transport.close()
     assert open_file.sftp.sock.closed  # the file was never closed, only its session
     assert not (settings.landing_path / "acme/dropped.wav").exists()
-    assert rows(db, "acme/dropped.wav") == [] and server.landed_calls == 0
+    assert server.rows("acme/dropped.wav") == [] and server.landed_calls == 0
 
 
 def test_dropped_rewrite_keeps_the_earlier_upload_complete(server, add_user, db, settings):
@@ -254,7 +260,7 @@ def test_dropped_rewrite_keeps_the_earlier_upload_complete(server, add_user, db,
     with server.connect() as sftp, sftp.open("/acme/dropped.wav", "wb") as fh:
         fh.write(b"complete")
     client, open_file = _start_upload(server)  # the same path again, never closed
-    [row] = rows(db, "acme/dropped.wav")
+    [row] = server.rows("acme/dropped.wav")
     assert row.stable_at is None  # being rewritten: not to be taken now
     client.transport.sock.shutdown(socket.SHUT_RDWR)
     wait_for(lambda: incoming_is_empty(settings) and rows(db, "acme/dropped.wav")[0].stable_at)
@@ -282,7 +288,7 @@ def test_killed_openssh_client_leaves_nothing(server, add_user, db, settings, tm
     ssh.stdout.close()
     wait_for(lambda: incoming_is_empty(settings))
     assert not (settings.landing_path / "acme/killed.wav").exists()
-    assert rows(db, "acme/killed.wav") == []
+    assert server.rows("acme/killed.wav") == []
 
 
 class RawSftp:

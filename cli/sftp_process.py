@@ -1,0 +1,206 @@
+"""The SFTP server in processes of its own: how the SFTP side gets cores of its own.
+
+One Python process runs on one core at a time. In one process the SFTP sessions, the sweeper's
+routing and imports and the pipeline workers would take turns on that core, and every small
+upload would wait behind an import. So ``ingestd serve`` runs the SFTP server in
+``sftp.processes`` child processes (default 1) that do nothing else; the sweeper, imports,
+workers and the HTTP API stay in the main process. They hand work over as the parts always do:
+through database rows (the children record landed files, the sweeper routes them).
+
+With more than one process, all of them listen on the same port (``SO_REUSEPORT``): the kernel
+spreads new connections over them. Each keeps its own failed-login counts (``defender_*``).
+
+The wire between the main process and a child is its stdin and stdout:
+
+- the main process writes the settings (JSON, one line) and then keeps stdin open: it is the
+  child's lifeline. When the main process ends — even by ``kill -9`` — the child reads EOF and
+  stops like on SIGTERM: uploads still open are discarded, recorded changes are written.
+- the child writes ``sftp-port <port>`` once it listens, then ``landed`` each time it recorded
+  complete files, which the main process turns into a sweeper wake.
+
+Run as ``python -m cli.sftp_process`` by :func:`start_sftp_processes`, never by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+import uvloop
+
+from ingestd import errors
+from ingestd.clock import SystemClock
+from ingestd.config import Settings
+from ingestd.db import Database
+from ingestd.landing import LandingRecorder
+from sftp_server.server import (
+    load_or_create_host_key,
+    prepare_sftp_folders,
+    start_sftp_server,
+    stop_sftp_server,
+)
+
+log = logging.getLogger("ingestd.sftp_process")
+PORT_LINE = b"sftp-port "
+LANDED_LINE = b"landed\n"
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 25.0
+
+
+@dataclass
+class SftpProcesses:
+    """The running SFTP children; :meth:`stop` ends them."""
+
+    port: int
+    children: list[asyncio.subprocess.Process] = field(default_factory=list)
+    relays: list[asyncio.Task[None]] = field(default_factory=list)
+    stopping: bool = False
+
+    async def stop(self) -> None:
+        """Close each child's lifeline and wait for it to stop (killed after a grace time)."""
+        self.stopping = True
+        for child in self.children:
+            if child.stdin is not None:
+                child.stdin.close()
+        for child in self.children:
+            try:
+                await asyncio.wait_for(child.wait(), STOP_TIMEOUT_SECONDS)
+            except TimeoutError:
+                log.error("sftp_process_killed pid=%d reason=did not stop in %.0f s",
+                          child.pid, STOP_TIMEOUT_SECONDS)
+                child.kill()
+                await child.wait()
+        await asyncio.gather(*self.relays, return_exceptions=True)
+
+
+async def start_sftp_processes(settings: Settings, on_landed: Callable[[], None],
+                               on_died: Callable[[str], None]) -> SftpProcesses:
+    """Start ``sftp.processes`` children listening on ``sftp.host``/``sftp.port``.
+
+    ``on_landed`` runs on this loop when a child recorded complete files; ``on_died`` with a
+    reason when a child ends while the daemon is not stopping.
+    """
+    # Once, before any child listens: a second child clearing incoming/ at its start would
+    # delete the first one's uploads in progress.
+    await asyncio.to_thread(load_or_create_host_key, settings.host_key_path)
+    await asyncio.to_thread(prepare_sftp_folders, settings)
+    count = settings.sftp.processes
+    running: SftpProcesses | None = None
+    try:
+        for _ in range(count):
+            port = running.port if running else settings.sftp.port
+            child, port = await _spawn(settings, port, reuse_port=count > 1)
+            if running is None:
+                running = SftpProcesses(port=port)
+            running.children.append(child)
+            running.relays.append(asyncio.create_task(_relay(child, running, on_landed,
+                                                             on_died)))
+    except BaseException:
+        if running is not None:
+            await running.stop()
+        raise
+    assert running is not None
+    return running
+
+
+async def _spawn(settings: Settings, port: int,
+                 reuse_port: bool) -> tuple[asyncio.subprocess.Process, int]:
+    sftp = settings.sftp.model_copy(update={"port": port})
+    own = settings.model_copy(update={"sftp": sftp})
+    args = [sys.executable, "-m", "cli.sftp_process"] + (["--reuse-port"] if reuse_port else [])
+    child = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE,
+                                                 stdout=asyncio.subprocess.PIPE)
+    assert child.stdin is not None and child.stdout is not None
+    child.stdin.write(own.model_dump_json().encode("utf-8") + b"\n")
+    await child.stdin.drain()
+    try:
+        line = await asyncio.wait_for(child.stdout.readline(), START_TIMEOUT_SECONDS)
+    except TimeoutError:
+        line = b""
+    if not line.startswith(PORT_LINE):
+        with suppress(ProcessLookupError):
+            child.kill()
+        code = await child.wait()
+        raise errors.ConfigError(
+            f"the SFTP server did not start on {settings.sftp.host}:{port} (exit code {code}; "
+            "its reason is logged above)")
+    return child, int(line[len(PORT_LINE):])
+
+
+async def _relay(child: asyncio.subprocess.Process, running: SftpProcesses,
+                 on_landed: Callable[[], None], on_died: Callable[[str], None]) -> None:
+    assert child.stdout is not None
+    while line := await child.stdout.readline():
+        if line == LANDED_LINE:
+            on_landed()
+    code = await child.wait()
+    if not running.stopping:
+        on_died(f"the SFTP server process {child.pid} ended (exit code {code})")
+
+
+# The child ----------------------------------------------------------------------------------
+
+def main() -> None:
+    """Entry of a child: settings from stdin, serve until stdin closes or SIGTERM."""
+    reuse_port = "--reuse-port" in sys.argv[1:]
+    settings = Settings.model_validate_json(sys.stdin.buffer.readline())
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        uvloop.run(_serve(settings, reuse_port))
+    except errors.IngestError as exc:
+        print(f"ingestd: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as exc:  # e.g. the port is taken
+        print(f"ingestd: error: the SFTP server cannot listen: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+async def _serve(settings: Settings, reuse_port: bool) -> None:
+    db = Database(settings.database_url)
+    recorder = LandingRecorder(db, SystemClock(), settings.sftp.stable_seconds,
+                               settings.sftp.ignore_patterns)
+    acceptor = await start_sftp_server(settings, db, recorder, on_landed=_tell_landed,
+                                       prepare=False, reuse_port=reuse_port)
+    _tell(PORT_LINE + str(acceptor.get_port()).encode("ascii") + b"\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    loop.add_reader(sys.stdin.fileno(), _watch_lifeline, stop)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(sys.stdin.fileno())
+        await stop_sftp_server(acceptor)
+        db.dispose()
+
+
+def _watch_lifeline(stop: asyncio.Event) -> None:
+    try:
+        data = os.read(sys.stdin.fileno(), 4096)
+    except OSError:
+        data = b""
+    if not data:  # the main process closed it, or died
+        stop.set()
+
+
+def _tell_landed() -> None:
+    _tell(LANDED_LINE)
+
+
+def _tell(line: bytes) -> None:
+    with suppress(BrokenPipeError):  # the main process is gone: the lifeline ends us soon
+        sys.stdout.buffer.write(line)
+        sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    main()
