@@ -147,40 +147,50 @@ class Sweeper:
             self.wake(delay + DUE_SLACK_SECONDS)
 
     def wake(self, delay: float = 0.0) -> None:
-        """Run a tick ``delay`` seconds from now (call on the event loop); wakes coalesce.
+        """Run a route pass ``delay`` seconds from now (call on the event loop); wakes coalesce.
 
-        At most one tick waits to run besides the running one. Wakes due within
-        ``WAKE_SLACK_SECONDS`` of the pending one move it a little later and share it; a wake
-        due later still gets a tick of its own once the pending one has fired.
+        At most one pass waits to run besides the running one. Wakes due within
+        ``WAKE_SLACK_SECONDS`` after the pending one's first wake move it a little later and
+        share it; a wake due earlier takes the timer (the pending one waits its turn); a wake due
+        later still gets a pass of its own once the pending one has fired.
         """
         loop = asyncio.get_running_loop()
         due = loop.time() + max(delay, 0.0)
         if self._timer is None:
-            self._timer, self._timer_due, self._timer_first_due = (
-                loop.call_at(due, self._fire), due, due)
+            self._set_timer(loop, due)
+        elif due < self._timer_first_due:
+            heapq.heappush(self._later, self._timer_due)
+            self._timer.cancel()
+            self._set_timer(loop, due)
         elif due <= self._timer_first_due + WAKE_SLACK_SECONDS:
             if due > self._timer_due:
                 self._timer.cancel()
                 self._timer, self._timer_due = loop.call_at(due, self._fire), due
         else:
             # Each later wake keeps its own time: merging them into the latest one let a steady
-            # stream of uploads push the tick of the earliest file out by seconds.
+            # stream of uploads push the pass of the earliest file out by seconds.
             heapq.heappush(self._later, due)
+
+    def _set_timer(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        self._timer, self._timer_due, self._timer_first_due = (
+            loop.call_at(due, self._fire), due, due)
 
     def _fire(self) -> None:
         loop = asyncio.get_running_loop()
         self._timer = None
         now = loop.time()
         while self._later and self._later[0] <= now:
-            heapq.heappop(self._later)  # the tick about to run covers these
+            heapq.heappop(self._later)  # the pass about to run covers these
         if self._later:
-            due = heapq.heappop(self._later)
-            while self._later and self._later[0] <= due + WAKE_SLACK_SECONDS:
-                due = heapq.heappop(self._later)  # close together: one tick for all
+            first = due = heapq.heappop(self._later)
+            # Only wakes close to the *first* one share its pass: chaining each to the previous
+            # one let a steady stream of wakes (an upload every 0.1 s) postpone it for seconds.
+            while self._later and self._later[0] <= first + WAKE_SLACK_SECONDS:
+                due = heapq.heappop(self._later)
             self._timer, self._timer_due, self._timer_first_due = (
-                loop.call_at(due, self._fire), due, due)
+                loop.call_at(due, self._fire), due, first)
         if self._queued:
-            return  # a tick is already waiting to start; it will see everything
+            return  # a pass is already waiting to start; it will see everything
         self._queued = True
         task = loop.create_task(self._woken_tick())
         self._tasks.add(task)

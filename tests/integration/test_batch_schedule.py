@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shutil
 import time
 from collections.abc import Callable
@@ -114,6 +115,45 @@ def test_a_wake_looks_only_at_the_paths_events_named(sweeper: CountingSweeper, d
         await wait_for(lambda: routed(db))
         await sweeper.aclose()
     asyncio.run(scenario())
+
+
+def test_a_steady_stream_of_wakes_never_postpones_a_pass_for_long(db: Database, clock,
+                                                                  settings: Settings) -> None:
+    """An upload every 0.1 s, each asking for a pass 0.5 s later (its file turns stable then):
+    passes keep coming about every WAKE_SLACK_SECONDS, never seconds apart."""
+    make_campaign(db, clock, "acme")
+    recorder = LandingRecorder(db, clock, 0, settings.sftp.ignore_patterns)
+    intake = Intake(db, LocalStorage(settings.storage_path), settings.limits, clock)
+    times: list[float] = []
+
+    class TimedSweeper(Sweeper):
+        async def _route_pass(self) -> None:
+            times.append(asyncio.get_running_loop().time())
+
+    async def scenario() -> None:
+        sweeper = TimedSweeper(db, intake, recorder, settings, clock)
+        start = asyncio.get_running_loop().time()
+        for _ in range(20):
+            sweeper.wake(0.5)
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        await sweeper.aclose()
+        times.insert(0, start + 0.5)  # the first wake's due time
+    asyncio.run(scenario())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert len(times) > 5 and max(gaps) < 0.5, gaps
+
+
+def test_a_wake_due_now_is_not_held_back_by_a_later_pending_one(sweeper: CountingSweeper) -> None:
+    async def scenario() -> float:
+        sweeper.wake(5.0)
+        started = asyncio.get_running_loop().time()
+        sweeper.wake(0.0)
+        await wait_for(lambda: sweeper.passes == 1, timeout=1.0)
+        elapsed = asyncio.get_running_loop().time() - started
+        await sweeper.aclose()
+        return elapsed
+    assert asyncio.run(scenario()) < 0.5
 
 
 def test_scheduler_ticks_on_its_interval(sweeper: CountingSweeper, db: Database,
