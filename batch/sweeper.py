@@ -22,6 +22,9 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from datetime import datetime
 
 from batch import detect
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 WAKE_SLACK_SECONDS = 0.25
 # A self-wake lands just after the moment it waits for, never just before it.
 DUE_SLACK_SECONDS = 0.05
+# The import thread's nice value (Linux schedules threads one by one): 10 gives it about a tenth
+# of a core that something at the default priority wants too, and all of an idle one.
+IMPORT_NICENESS = 10
 # Files imported per worker-thread call: a stop waits for at most one chunk.
 IMPORT_CHUNK = 200
 
@@ -62,6 +68,10 @@ class Sweeper:
         self._scan_wanted = True  # the first pass after start-up walks the whole tree
         self._changed_paths: set[str] = set()  # named by filesystem events since the last pass
         self._import_lock = asyncio.Lock()
+        # Imports (hashing, copying, fsync) run in a thread of their own that yields the CPU to
+        # everything else: an SFTP client waiting for its CLOSE comes before a file's import.
+        self._import_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import",
+                                                 initializer=_yield_cpu)
         self._import_task: asyncio.Task[None] | None = None
         self._import_again = False
         self._closing = False
@@ -113,8 +123,9 @@ class Sweeper:
             for start in range(0, len(file_ids), IMPORT_CHUNK):
                 if self._closing:
                     return
-                await asyncio.to_thread(self.importer.import_files,
-                                        file_ids[start:start + IMPORT_CHUNK])
+                await asyncio.get_running_loop().run_in_executor(
+                    self._import_thread, self.importer.import_files,
+                    file_ids[start:start + IMPORT_CHUNK])
             if file_ids:
                 await asyncio.to_thread(self.lifecycle.close_finished)
 
@@ -218,3 +229,10 @@ class Sweeper:
         if self._import_task is not None:
             self._closing = True  # finish the chunk in flight, start no other
             await asyncio.gather(self._import_task, return_exceptions=True)
+        self._import_thread.shutdown(wait=True)
+
+
+def _yield_cpu() -> None:
+    """Lower the calling thread's priority (Linux: setpriority on 0 means this thread)."""
+    with suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, 0, IMPORT_NICENESS)
