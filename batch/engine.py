@@ -18,7 +18,7 @@ Choices where the SPEC is silent:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -32,13 +32,17 @@ CSV_LESS_STATUSES = frozenset({BatchStatus.DETECTING, BatchStatus.WAITING_FOR_CS
 
 @dataclass(frozen=True)
 class BatchView:
-    """What the decisions need to know about one batch."""
+    """What the decisions need to know about one batch.
+
+    ``named`` and ``present`` may be live views of the router's indexes (dict keys, sets), so
+    a membership test is O(1) whatever the batch's size; the decisions only read them.
+    """
 
     id: str
     status: BatchStatus
     has_csv: bool
-    named: tuple[str, ...] = ()  # file names the CSV names, in CSV order
-    present: frozenset[str] = frozenset()  # names of the files in the batch
+    named: Collection[str] = ()  # file names the CSV names, in CSV order
+    present: Collection[str] = frozenset()  # names of the files in the batch
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,15 @@ def csv_less_status(csv_mode: str) -> BatchStatus:
     return BatchStatus.DETECTING
 
 
-def csv_batch_status(named: Iterable[str], present: Iterable[str]) -> BatchStatus:
-    """An open CSV batch processes at once when every named file is there."""
-    if set(named) <= set(present):
+def awaited(named: Iterable[str], present: Collection[str]) -> list[str]:
+    """The files a CSV names that are not in its batch (yet), in CSV order."""
+    return [name for name in named if name not in present]
+
+
+def csv_batch_status(awaited_names: Collection[str]) -> BatchStatus:
+    """An open CSV batch processes at once when none of the files it names is awaited any
+    more (routing keeps that set as files arrive: deciding costs O(1) per file)."""
+    if not awaited_names:
         return BatchStatus.PROCESSING
     return BatchStatus.WAITING_FOR_FILES
 
@@ -106,8 +116,7 @@ def takeover_split(named: Iterable[str], files: Sequence[FileView]) -> tuple[lis
 def at_deadline(batch: BatchView, csv_mode: str) -> Outcome:
     """What an open batch becomes when its window ends."""
     if batch.has_csv:
-        missing = tuple(name for name in batch.named if name not in batch.present)
-        return Outcome(BatchStatus.PROCESSING, missing=missing)
+        return Outcome(BatchStatus.PROCESSING, missing=tuple(awaited(batch.named, batch.present)))
     if csv_mode == CsvMode.REQUIRED:
         return Outcome(BatchStatus.FAILED, CSV_REQUIRED_REASON)
     return Outcome(BatchStatus.PROCESSING)

@@ -142,6 +142,11 @@ class _Events(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type not in REACTING_EVENTS:
             return
+        if event.is_directory and event.event_type in ("modified", "closed"):
+            # A child changed (an import removing a landing copy touches its folder): the
+            # child's own event names it. Taken as a folder moved in, it made every pass walk
+            # the whole folder again while a 20,000-file batch was imported.
+            return
         path = Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
         self.handle.noticed(path)
 

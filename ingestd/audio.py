@@ -26,6 +26,8 @@ AUDIO_EXTENSIONS = frozenset({".mp3", ".wav", ".m4a", ".mp4", ".webm", ".ogg"})
 PROBE_TIMEOUT_SECONDS = 120
 # The fmt and data chunk headers sit in the first bytes of any WAV a telephony system writes.
 WAV_HEADER_SCAN_BYTES = 64 * 1024
+# Read first: a plain header is 44 bytes, so most files need no more.
+WAV_HEADER_FIRST_BYTES = 4096
 _FFMPEG_CONTEXT = re.compile(r"^\[[^\]]*\]\s*")
 
 
@@ -112,7 +114,10 @@ def _checked_wav_header(path: Path) -> _WavHeader | None:
     if path.suffix.lower() != ".wav":
         return None
     with path.open("rb") as fh:
-        chunks = _riff_chunks(fh.read(WAV_HEADER_SCAN_BYTES))
+        head = fh.read(WAV_HEADER_FIRST_BYTES)
+        chunks = _riff_chunks(head)
+        if b"data" not in chunks and len(head) == WAV_HEADER_FIRST_BYTES:
+            chunks = _riff_chunks(head + fh.read(WAV_HEADER_SCAN_BYTES - len(head)))
     fmt, data = chunks.get(b"fmt "), chunks.get(b"data")
     if fmt is None or data is None or len(fmt[1]) < 16:
         return None

@@ -2,12 +2,13 @@
 
 ``Storage`` is the seam; ``local.LocalStorage`` keeps files in a folder (the default) and S3 comes
 later behind the same protocol. Writes are streaming: bytes are hashed while they are written and
-a write is reported done only once the bytes are durable (fsync + atomic rename).
+a write is reported done only once the bytes are durable (fsync + atomic rename); a group of
+files can be written and made durable together (``put_files``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,14 @@ class Storage(Protocol):
 
     def put_file(self, key: str, source: Path) -> StoredObject:
         """Copy a local file under ``key`` (streaming); return once durable."""
+        ...
+
+    def put_files(self, items: Sequence[tuple[str, Path]]
+                  ) -> list[StoredObject | errors.StoreError]:
+        """Copy several local files, ``(key, source)`` each, and return once the stored ones
+        are durable: per item its object, or the StoreError that kept it from being stored
+        (nothing of it remains). Cheaper than one ``put_file`` each: durability is paid for
+        once per group where the backend allows it."""
         ...
 
     def local_copy(self, key: str) -> AbstractContextManager[Path]:

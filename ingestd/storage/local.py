@@ -1,28 +1,119 @@
-"""Storage in a local folder: ``<root>/<key>``, written to a temp name, fsynced, renamed."""
+"""Storage in a local folder: ``<root>/<key>``, written to a temp name, fsynced, renamed.
+
+A group of files (:meth:`LocalStorage.put_files`) is written first and made durable together
+afterwards: each file is still fsynced before its rename and each new folder after it, but a
+folder shared by the group (the campaign's) only once, and the writeback of the whole group is
+already under way when the first fsync waits for it.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ingestd import errors
 from ingestd.storage import StoredObject, read_chunks
 
+# Copies and fsyncs of one group in flight at once: the disk overlaps them (measured on the
+# 2-core bench machine: 0.92 ms per 84 KB file alone, 0.47 ms with 4 threads, no gain beyond).
+GROUP_THREADS = 4
+
+
+@dataclass
+class _Written:
+    """A copy written under its temp name, not yet durable."""
+
+    temp: Path
+    target: Path
+    stored: StoredObject
+
 
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._resolved_root = self.root.resolve()
+        self._executor: ThreadPoolExecutor | None = None
 
     def path_of(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if not path.is_relative_to(self.root.resolve()):
+        # Lexically: keys are made of ids and file names, and resolving every component on
+        # each store was a tenth of a batch import's time.
+        path = Path(os.path.normpath(self._resolved_root / key))
+        if not path.is_relative_to(self._resolved_root) or path == self._resolved_root:
             raise errors.StoreError(f"storage key {key!r} leaves the storage folder")
         return path
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        written = self._write(key, chunks)
+        try:
+            _fsync_path(written.temp)
+            os.replace(written.temp, written.target)
+            _fsync_path(written.target.parent)
+        except OSError as exc:
+            written.temp.unlink(missing_ok=True)
+            raise errors.StoreError(f"could not store {key}: {exc.strerror or exc}") from exc
+        return written.stored
+
+    def put_file(self, key: str, source: Path) -> StoredObject:
+        return self.put_stream(key, read_chunks(source))
+
+    def put_files(self, items: Sequence[tuple[str, Path]]
+                  ) -> list[StoredObject | errors.StoreError]:
+        pool = self._pool()
+        results: list[StoredObject | errors.StoreError] = []
+        written: list[tuple[int, _Written]] = []
+        for outcome in pool.map(self._try_write, items):
+            if isinstance(outcome, _Written):
+                written.append((len(results), outcome))
+                outcome = outcome.stored
+            results.append(outcome)
+        renamed: list[tuple[int, _Written]] = []
+        for (index, item), problem in zip(written, pool.map(_sync_and_rename,
+                                                            [w for _, w in written]), strict=True):
+            if problem is None:
+                renamed.append((index, item))
+            else:
+                results[index] = _store_error(item, problem)
+        failed = self._fsync_folders([item.target.parent for _, item in renamed])
+        for index, item in renamed:
+            problem = failed.get(item.target.parent) or failed.get(item.target.parent.parent)
+            if problem is not None:
+                item.target.unlink(missing_ok=True)
+                results[index] = _store_error(item, problem)
+        return results
+
+    def _try_write(self, item: tuple[str, Path]) -> _Written | errors.StoreError:
+        key, source = item
+        try:
+            return self._write(key, read_chunks(source))
+        except errors.StoreError as exc:
+            return exc
+
+    def _fsync_folders(self, folders: list[Path]) -> dict[Path, OSError]:
+        """fsync the files' folders, then the folders that hold those (a new folder before
+        the one that names it); return the folders that failed."""
+        failed: dict[Path, OSError] = {}
+        for level in (set(folders), {folder.parent for folder in folders}):
+            ordered = sorted(level)
+            for folder, problem in zip(ordered, self._pool().map(_fsync_quietly, ordered),
+                                       strict=True):
+                if problem is not None:
+                    failed[folder] = problem
+        return failed
+
+    def _pool(self) -> ThreadPoolExecutor:
+        """Threads for a group's copies and fsyncs: disk latency, not CPU, is what they wait
+        on (file I/O and hashing release the GIL)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(GROUP_THREADS, thread_name_prefix="storage")
+        return self._executor
+
+    def _write(self, key: str, chunks: Iterable[bytes]) -> _Written:
+        """Copy ``chunks`` to a temp name beside the key's path, hashing them on the way."""
         target = self.path_of(key)
         temp = target.with_name(f".{target.name}.{os.getpid()}.writing")
         digest = hashlib.sha256()
@@ -34,20 +125,13 @@ class LocalStorage:
                     fh.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(temp, target)
-            _fsync_dir(target.parent)
         except OSError as exc:
             temp.unlink(missing_ok=True)
             raise errors.StoreError(f"could not store {key}: {exc.strerror or exc}") from exc
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
-        return StoredObject(key=key, size=size, sha256=digest.hexdigest())
-
-    def put_file(self, key: str, source: Path) -> StoredObject:
-        return self.put_stream(key, read_chunks(source))
+        return _Written(temp, target, StoredObject(key=key, size=size, sha256=digest.hexdigest()))
 
     @contextmanager
     def local_copy(self, key: str) -> Iterator[Path]:
@@ -60,7 +144,30 @@ class LocalStorage:
         self.path_of(key).unlink(missing_ok=True)
 
 
-def _fsync_dir(path: Path) -> None:
+def _store_error(item: _Written, exc: OSError) -> errors.StoreError:
+    return errors.StoreError(f"could not store {item.stored.key}: {exc.strerror or exc}")
+
+
+def _sync_and_rename(item: _Written) -> OSError | None:
+    try:
+        _fsync_path(item.temp)
+        os.replace(item.temp, item.target)
+    except OSError as exc:
+        item.temp.unlink(missing_ok=True)
+        return exc
+    return None
+
+
+def _fsync_quietly(path: Path) -> OSError | None:
+    try:
+        _fsync_path(path)
+    except OSError as exc:
+        return exc
+    return None
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync a file or folder by path (Linux flushes the inode whatever fd is used)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -1,16 +1,17 @@
 """Restart safety of the batch engine: ``kill -9`` of the daemon while a batch is importing.
 
-Forty recordings wait in a campaign's landing folder (dropped there by other means); the daemon
-detects them, opens a batch, processes it after its window and is killed with SIGKILL once a
-few files were imported. After a restart every file ends exactly once: each file row
-``COMPLETED`` with its own call, no call twice (a second import of the same bytes would be a
-``DUPLICATE`` call), no file lost, no new row for a file seen before, the landing folder empty.
+Three hundred recordings wait in a campaign's landing folder (dropped there by other means);
+the daemon detects them, opens a batch, processes it after its window and is killed with
+SIGKILL once a few files were imported. Imports commit a group of files at a time, so the batch
+is several groups long and its files large enough that the kill lands between two commits.
+After a restart every file ends exactly once: each file row ``COMPLETED`` with its own call, no
+call twice (a second import of the same bytes would be a ``DUPLICATE`` call), no file lost, no
+new row for a file seen before, the landing folder empty.
 """
 
 from __future__ import annotations
 
-import array
-import math
+import random
 import signal
 import sqlite3
 import wave
@@ -21,20 +22,17 @@ from daemon_process import DaemonProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
-FILES = 40
+FILES = 300  # three import groups (batch.importer.RECORD_GROUP)
 WINDOW = 3
 
 
-def write_tone(path: Path, seed: int, seconds: float = 10.5) -> None:
-    """A distinct 8 kHz mono PCM WAV per ``seed``."""
-    step = 2 * math.pi * (180 + 11 * seed) / 8000
-    samples = array.array("h", (int(5000 * math.sin(i * step))
-                                for i in range(int(8000 * seconds))))
+def write_noise(path: Path, seed: int, seconds: float = 15.0) -> None:
+    """A distinct 8 kHz mono 16-bit PCM WAV per ``seed`` (noise is valid audio)."""
     with wave.open(str(path), "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
         w.setframerate(8000)
-        w.writeframes(samples.tobytes())
+        w.writeframes(random.Random(seed).randbytes(2 * int(8000 * seconds)))
 
 
 def query(db_path: Path, sql: str) -> list[tuple]:
@@ -50,7 +48,7 @@ def test_kill_9_while_a_batch_imports_then_restart_imports_every_file_exactly_on
     folder = tmp_path / "var" / "landing" / "acme" / "2026-01-15"
     folder.mkdir(parents=True)
     for seed in range(FILES):
-        write_tone(folder / f"call_{seed:02}.wav", seed)
+        write_noise(folder / f"call_{seed:03}.wav", seed)
     daemon.start()
     try:
         wait_for(lambda: query(db_path, "SELECT count(*) FROM files WHERE status = 'COMPLETED'")

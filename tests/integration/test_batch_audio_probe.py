@@ -63,3 +63,12 @@ def test_header_is_never_trusted_for_compressed_or_non_wav_audio(tmp_path: Path,
     path = tmp_path / name
     path.write_bytes(pcm_wav(12.0))
     assert audio.wav_header_duration(path, codec) is None
+
+
+def test_wav_header_behind_a_large_metadata_chunk_is_still_read(tmp_path: Path) -> None:
+    plain = pcm_wav(12.0)
+    padding = b"LIST" + (10_000).to_bytes(4, "little") + b"\0" * 10_000  # past the first read
+    path = tmp_path / "tagged.wav"
+    path.write_bytes(plain[:12] + padding + plain[12:])
+    info = audio.pcm_wav_info(path)
+    assert info is not None and info.duration == 12.0

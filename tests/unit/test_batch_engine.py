@@ -27,8 +27,9 @@ def test_csv_less_status(mode: str, status: BatchStatus) -> None:
 
 
 def test_csv_batch_processes_as_soon_as_every_named_file_is_there() -> None:
-    assert engine.csv_batch_status(["a", "b"], ["a"]) == S.WAITING_FOR_FILES
-    assert engine.csv_batch_status(["a", "b"], ["b", "a", "x"]) == S.PROCESSING
+    assert engine.awaited(["a", "b", "c"], {"b"}) == ["a", "c"]
+    assert engine.csv_batch_status(engine.awaited(["a", "b"], ["a"])) == S.WAITING_FOR_FILES
+    assert engine.csv_batch_status(engine.awaited(["a", "b"], ["b", "a", "x"])) == S.PROCESSING
 
 
 @pytest.mark.parametrize(("name", "reason"), [

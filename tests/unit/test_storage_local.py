@@ -35,3 +35,32 @@ def test_failed_stream_leaves_nothing(tmp_path):
 def test_keys_cannot_leave_the_folder(tmp_path):
     with pytest.raises(errors.StoreError, match="leaves the storage folder"):
         LocalStorage(tmp_path / "s").put_stream("../escape", iter([b"x"]))
+
+
+def test_put_files_stores_a_group_and_fails_only_the_item_that_cannot_be_stored(tmp_path):
+    sources = tmp_path / "in"
+    sources.mkdir()
+    (sources / "a.wav").write_bytes(b"a" * 3000)
+    (sources / "c.wav").write_bytes(b"c" * 5000)
+    storage = LocalStorage(tmp_path / "s")
+    stored = storage.put_files([("cmp/call_a/a.wav", sources / "a.wav"),
+                                ("cmp/call_b/b.wav", sources / "missing.wav"),
+                                ("cmp/call_c/c.wav", sources / "c.wav")])
+    assert [type(s).__name__ for s in stored] == ["StoredObject", "StoreError",
+                                                  "StoredObject"]
+    assert stored[0].sha256 == hashlib.sha256(b"a" * 3000).hexdigest()
+    assert stored[2].size == 5000
+    with storage.local_copy("cmp/call_c/c.wav") as path:
+        assert path.read_bytes() == b"c" * 5000
+    kept = sorted(p.relative_to(tmp_path / "s").as_posix()
+                  for p in (tmp_path / "s").rglob("*") if p.is_file())
+    assert kept == ["cmp/call_a/a.wav", "cmp/call_c/c.wav"]  # no temp file, nothing of b
+
+
+def test_keys_are_checked_without_touching_the_disk(tmp_path):
+    storage = LocalStorage(tmp_path / "s")
+    assert storage.path_of("c/./x/../y.wav") == (tmp_path / "s").resolve() / "c" / "y.wav"
+    with pytest.raises(errors.StoreError, match="leaves the storage folder"):
+        storage.path_of("c/../../escape.wav")
+    with pytest.raises(errors.StoreError, match="leaves the storage folder"):
+        storage.path_of("c/..")
