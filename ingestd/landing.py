@@ -88,10 +88,6 @@ class LandingRecorder:
         """Record (or refresh) a complete-looking file; return its row id, None if ignored."""
         return self.apply([LandingChange("landed", rel_path, size, mtime_ns, source)])[0]
 
-    def writing(self, rel_path: str) -> None:
-        """A writer (re)opened the path: a waiting row for it is not complete any more."""
-        self.apply([LandingChange("writing", rel_path)])
-
     def removed(self, rel_path: str) -> None:
         """The file left the landing path (deleted or renamed away) before it was taken.
 
