@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import Field
@@ -74,10 +74,7 @@ async def get_call(request: Request, call_id: str,
                    key: VerifiedKey = Depends(require_key)) -> Response:
     """Status, metadata, transcript, check results, score, flags and versions of a call."""
     def query(session: Session) -> dict[str, Any]:
-        call = session.get(Call, call_id)
-        if call is None or call.campaign_id != key.campaign_id:
-            raise ApiError(404, f"no call {call_id!r} in this key's campaign")
-        return call_view(session, call)
+        return call_view(session, _of_campaign(session, Call, call_id, key, "call"))
 
     return await _answer(request, query)
 
@@ -106,10 +103,7 @@ async def get_batch(request: Request, batch_id: str,
                     key: VerifiedKey = Depends(require_key)) -> Response:
     """A batch with each file's status, reason, call and call status, and missing rows."""
     def query(session: Session) -> dict[str, Any]:
-        batch = session.get(Batch, batch_id)
-        if batch is None or batch.campaign_id != key.campaign_id:
-            raise ApiError(404, f"no batch {batch_id!r} in this key's campaign")
-        return batch_view(session, batch)
+        return batch_view(session, _of_campaign(session, Batch, batch_id, key, "batch"))
 
     return await _answer(request, query)
 
@@ -158,3 +152,16 @@ def _shift(value: datetime, delta: timedelta) -> datetime:
         return value + delta
     except OverflowError:  # the end of the calendar: no call is later than that anyway
         return value
+
+
+_Owned = TypeVar("_Owned", Call, Batch)
+
+
+def _of_campaign(session: Session, model: type[_Owned], row_id: str, key: VerifiedKey,
+                 noun: str) -> _Owned:
+    """The row with this id if it belongs to the key's campaign; 404 otherwise (another
+    campaign's rows do not exist for this key)."""
+    row = session.get(model, row_id)
+    if row is None or row.campaign_id != key.campaign_id:
+        raise ApiError(404, f"no {noun} {row_id!r} in this key's campaign")
+    return row
