@@ -86,10 +86,10 @@ class Sweeper:
 
     def landing_changed(self, rel_path: str) -> None:
         """A filesystem event named this landing path (call on the event loop): look at it on
-        the next pass, and again once it may have become stable."""
+        the next pass. That pass records the file with its ``stable_at`` and wakes itself for
+        that moment (``_wake_before_next_interval``), so no second wake is needed here."""
         self._changed_paths.add(rel_path)
         self.wake(0.0)
-        self.wake(self.settings.sftp.stable_seconds + DUE_SLACK_SECONDS)
 
     async def _route_pass(self) -> None:
         """Detect, route, end windows, close batches: the quick part that decides batches.
