@@ -67,6 +67,10 @@ class Sweeper:
         self._tasks: set[asyncio.Task[None]] = set()
         self._scan_wanted = True  # the first pass after start-up walks the whole tree
         self._changed_paths: set[str] = set()  # named by filesystem events since the last pass
+        # Landed paths the SFTP server reported (and records itself) during this pass and the
+        # one before: the filesystem events of their renames are not looked at again.
+        self._reported: set[str] = set()
+        self._reported_before: set[str] = set()
         self._import_lock = asyncio.Lock()
         # Imports (hashing, copying, fsync) run in a thread of their own that yields the CPU to
         # everything else: an SFTP client waiting for its CLOSE comes before a file's import.
@@ -91,6 +95,13 @@ class Sweeper:
         self._changed_paths.add(rel_path)
         self.wake(0.0)
 
+    def landing_reported(self, rel_path: str) -> None:
+        """The SFTP server landed this path and its change is being recorded (call on the event
+        loop): a filesystem event for it needs no look of its own. Looking anyway recorded the
+        file twice, from two threads at once, and the loser of that race retried its whole group
+        one change at a time."""
+        self._reported.add(rel_path)
+
     async def _route_pass(self) -> None:
         """Detect, route, end windows, close batches: the quick part that decides batches.
 
@@ -105,6 +116,8 @@ class Sweeper:
                                                 patterns)
         else:
             changed, self._changed_paths = self._changed_paths, set()
+            changed -= self._reported | self._reported_before
+            self._reported_before, self._reported = self._reported, set()
             leftovers = await asyncio.to_thread(detect.check_paths, self.db, self.recorder, root,
                                                 changed, patterns) if changed else []
         for row in leftovers:

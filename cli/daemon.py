@@ -2,10 +2,11 @@
 
 This is the only place that knows all the parts (SFTP server, sweeper and scheduler, pipeline
 workers, HTTP API) and the only place that starts an event loop. The parts never call each
-other: the SFTP server records file rows and pokes the sweeper through the ``on_landed``
-callback wired here; the sweeper creates ``PENDING`` calls that the workers claim from the
-database. The SFTP server itself runs in child processes of its own (``cli.sftp_process``), so
-that uploads never wait for imports on a shared core; everything else runs in this loop.
+other: the SFTP processes report landing changes, recorded here as file rows, and the sweeper
+is woken through the ``on_landed`` callback wired here; the sweeper creates ``PENDING`` calls
+that the workers claim from the database. The SFTP server itself runs in child processes of its
+own (``cli.sftp_process``), so that uploads never wait for imports on a shared core; everything
+else runs in this loop.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ from ingestd.clock import Clock, SystemClock
 from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.intake import Intake
-from ingestd.landing import LandingRecorder
+from ingestd.landing import LandingChange, LandingRecorder
 from ingestd.storage import build_storage
 from pipeline.delivery import WebhookSender
 from pipeline.worker import Worker
+from sftp_server.recording import ChangeQueue
 
 log = logging.getLogger("ingestd.daemon")
 SHUTDOWN_GRACE_SECONDS = 20.0
@@ -46,6 +48,7 @@ class Running:
 
     db: Database
     sftp: SftpProcesses | None  # None when disabled
+    sftp_changes: ChangeQueue  # records the SFTP processes' landing changes
     http: HttpServer | None
     watcher: Any
     scheduler: Any
@@ -86,7 +89,9 @@ class Daemon:
         recorder = LandingRecorder(db, clock, settings.sftp.stable_seconds,
                                    settings.sftp.ignore_patterns)
         sweeper = Sweeper(db, intake, recorder, settings, clock)
-        running = Running(db=db, sftp=await self._start_sftp(sweeper),
+        sftp_changes = ChangeQueue(recorder, lambda: sweeper.wake(settings.sftp.stable_seconds))
+        running = Running(db=db, sftp=await self._start_sftp(sftp_changes, sweeper),
+                          sftp_changes=sftp_changes,
                           http=await self._start_http(db, intake, clock),
                           watcher=start_watching(settings, sweeper),
                           scheduler=start_scheduler(sweeper, settings.sweeper.interval_seconds),
@@ -99,13 +104,18 @@ class Daemon:
         sweeper.wake()  # pick up whatever waited in the landing tree while we were down
         return running
 
-    async def _start_sftp(self, sweeper: Sweeper) -> SftpProcesses | None:
+    async def _start_sftp(self, changes: ChangeQueue, sweeper: Sweeper) -> SftpProcesses | None:
         sftp = self.settings.sftp
         if not sftp.enabled:
             return None
-        running = await start_sftp_processes(
-            self.settings, on_landed=lambda: sweeper.wake(sftp.stable_seconds),
-            on_died=self._part_died)
+
+        def report(change: LandingChange) -> None:
+            changes.submit(change)
+            if change.kind == "landed":
+                # Recorded by the queue: the filesystem event of its rename needs no look.
+                sweeper.landing_reported(change.rel_path)
+
+        running = await start_sftp_processes(self.settings, report, on_died=self._part_died)
         self.announce(f"ingestd: SFTP listening on {sftp.host}:{running.port}")
         return running
 
@@ -130,6 +140,7 @@ class Daemon:
         if running.sftp is not None:
             # Closes open sessions too: their unfinished uploads are discarded, never landed.
             await running.sftp.stop()
+        await running.sftp_changes.aclose()  # records what the SFTP processes reported last
         await asyncio.to_thread(running.watcher.stop)  # before the sweeper: no wake after close
         stop_scheduler(running.scheduler)
         await running.sweeper.aclose()

@@ -10,13 +10,23 @@ through database rows (the children record landed files, the sweeper routes them
 With more than one process, all of them listen on the same port (``SO_REUSEPORT``): the kernel
 spreads new connections over them. Each keeps its own failed-login counts (``defender_*``).
 
+The children do not write landing rows themselves: each landing change (a file landed, a path
+reopened for writing, a file removed) goes to the main process as one line, and the main
+process records them in order (the daemon hands them to one
+:class:`~sftp_server.recording.ChangeQueue`, which wakes the sweeper). A database transaction
+in the child cost more CPU than the SFTP exchange of a small upload, and the child's event loop
+waited for its thread (the GIL) while the client waited for its answers; a line on a pipe costs
+a few microseconds. The change is in the pipe before the client hears "ok", so nothing is lost
+that the daemon's own crash would not lose anyway, and a file in the landing tree without a
+row is what the sweeper's start-up walk records.
+
 The wire between the main process and a child is its stdin and stdout:
 
 - the main process writes the settings (JSON, one line) and then keeps stdin open: it is the
   child's lifeline. When the main process ends — even by ``kill -9`` — the child reads EOF and
-  stops like on SIGTERM: uploads still open are discarded, recorded changes are written.
-- the child writes ``sftp-port <port>`` once it listens, then ``landed`` each time it recorded
-  complete files, which the main process turns into a sweeper wake.
+  stops like on SIGTERM: uploads still open are discarded.
+- the child writes ``sftp-port <port>`` once it listens, then ``change <json>`` for each
+  landing change (:func:`encode_change`).
 
 Run as ``python -m cli.sftp_process`` by :func:`start_sftp_processes`, never by hand.
 """
@@ -24,21 +34,22 @@ Run as ``python -m cli.sftp_process`` by :func:`start_sftp_processes`, never by 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import uvloop
 
 from ingestd import errors
-from ingestd.clock import SystemClock
 from ingestd.config import Settings
 from ingestd.db import Database
-from ingestd.landing import LandingRecorder
+from ingestd.landing import LandingChange
+from ingestd.models import CallSource
 from sftp_server.server import (
     load_or_create_host_key,
     prepare_sftp_folders,
@@ -48,7 +59,7 @@ from sftp_server.server import (
 
 log = logging.getLogger("ingestd.sftp_process")
 PORT_LINE = b"sftp-port "
-LANDED_LINE = b"landed\n"
+CHANGE_LINE = b"change "
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 25.0
 
@@ -79,12 +90,12 @@ class SftpProcesses:
         await asyncio.gather(*self.relays, return_exceptions=True)
 
 
-async def start_sftp_processes(settings: Settings, on_landed: Callable[[], None],
+async def start_sftp_processes(settings: Settings, report: Callable[[LandingChange], None],
                                on_died: Callable[[str], None]) -> SftpProcesses:
     """Start ``sftp.processes`` children listening on ``sftp.host``/``sftp.port``.
 
-    ``on_landed`` runs on this loop when a child recorded complete files; ``on_died`` with a
-    reason when a child ends while the daemon is not stopping.
+    ``report`` runs on this loop for each landing change a child made, in the order the child
+    made them; ``on_died`` with a reason when a child ends while the daemon is not stopping.
     """
     # Once, before any child listens: a second child clearing incoming/ at its start would
     # delete the first one's uploads in progress.
@@ -99,7 +110,7 @@ async def start_sftp_processes(settings: Settings, on_landed: Callable[[], None]
             if running is None:
                 running = SftpProcesses(port=port)
             running.children.append(child)
-            running.relays.append(asyncio.create_task(_relay(child, running, on_landed,
+            running.relays.append(asyncio.create_task(_relay(child, running, report,
                                                              on_died)))
     except BaseException:
         if running is not None:
@@ -134,17 +145,47 @@ async def _spawn(settings: Settings, port: int,
 
 
 async def _relay(child: asyncio.subprocess.Process, running: SftpProcesses,
-                 on_landed: Callable[[], None], on_died: Callable[[str], None]) -> None:
+                 report: Callable[[LandingChange], None], on_died: Callable[[str], None]) -> None:
     assert child.stdout is not None
     while line := await child.stdout.readline():
-        if line == LANDED_LINE:
-            on_landed()
+        if line.startswith(CHANGE_LINE):
+            report(decode_change(line[len(CHANGE_LINE):]))
     code = await child.wait()
     if not running.stopping:
         on_died(f"the SFTP server process {child.pid} ended (exit code {code})")
 
 
+def encode_change(change: LandingChange) -> bytes:
+    """One landing change as a JSON line (paths may hold any character, newlines too)."""
+    return json.dumps(asdict(change), ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def decode_change(line: bytes) -> LandingChange:
+    """The change :func:`encode_change` wrote."""
+    fields = json.loads(line)
+    fields["source"] = CallSource(fields["source"])
+    return LandingChange(**fields)
+
+
 # The child ----------------------------------------------------------------------------------
+
+class ForwardedChanges:
+    """The child's change sink: each change goes to the main process as one line on stdout,
+    in order, before the session answers its client."""
+
+    def submit(self, change: LandingChange, *,
+               urgent: bool = False) -> asyncio.Future[str | None]:
+        _tell(CHANGE_LINE + encode_change(change))
+        done: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)  # handed on; the row id is the main process's business
+        return done
+
+    async def recorded(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
 
 def main() -> None:
     """Entry of a child: settings from stdin, serve until stdin closes or SIGTERM."""
@@ -164,11 +205,9 @@ def main() -> None:
 
 
 async def _serve(settings: Settings, reuse_port: bool) -> None:
-    db = Database(settings.database_url)
-    recorder = LandingRecorder(db, SystemClock(), settings.sftp.stable_seconds,
-                               settings.sftp.ignore_patterns)
-    acceptor = await start_sftp_server(settings, db, recorder, on_landed=_tell_landed,
-                                       prepare=False, reuse_port=reuse_port)
+    db = Database(settings.database_url)  # users, keys and campaigns: read only
+    acceptor = await start_sftp_server(settings, db, ForwardedChanges(), prepare=False,
+                                       reuse_port=reuse_port)
     _tell(PORT_LINE + str(acceptor.get_port()).encode("ascii") + b"\n")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -190,10 +229,6 @@ def _watch_lifeline(stop: asyncio.Event) -> None:
         data = b""
     if not data:  # the main process closed it, or died
         stop.set()
-
-
-def _tell_landed() -> None:
-    _tell(LANDED_LINE)
 
 
 def _tell(line: bytes) -> None:

@@ -3,8 +3,8 @@
 - Paths go through :class:`~sftp_server.jail.Jail`: the user sees only its campaign folders;
   refusals are raised there as SFTP statuses, filesystem errors are translated by asyncssh.
 - Opening a file for writing starts an :class:`~sftp_server.upload.Upload` in ``incoming/``.
-  A clean CLOSE from the client moves it into the landing tree and queues its row
-  (:class:`~sftp_server.recording.ChangeQueue`: the CLOSE is answered without waiting for the
+  A clean CLOSE from the client moves it into the landing tree and hands the change on for its
+  row (:class:`~sftp_server.recording.ChangeSink`: the CLOSE is answered without waiting for the
   commit); a session that ends with the handle still open (dropped connection, killed client)
   discards it: it never becomes a landing file.
 - Write opens always start a fresh file. Opening an *existing* file for writing without
@@ -30,7 +30,7 @@ import asyncssh
 
 from ingestd.landing import LandingChange
 from sftp_server.jail import Jail, VirtualPath, normalise
-from sftp_server.recording import ChangeQueue
+from sftp_server.recording import ChangeSink
 from sftp_server.upload import Upload
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class LandingSftpServer(asyncssh.SFTPServer):
     """One SFTP session of one user."""
 
     def __init__(self, chan: asyncssh.SSHServerChannel, jail: Jail, incoming: Path,
-                 changes: ChangeQueue) -> None:
+                 changes: ChangeSink) -> None:
         super().__init__(chan)
         self.jail = jail
         self.incoming = incoming
@@ -87,7 +87,8 @@ class LandingSftpServer(asyncssh.SFTPServer):
         final = self.jail.local(where)
         if _check_write_open(final, pflags):
             # A waiting row for the old file must stop counting as complete before the client
-            # starts to rewrite it, so this one change is awaited.
+            # starts to rewrite it, so this one change is awaited (recorded, or handed on in
+            # order to whoever records it).
             await self.changes.submit(LandingChange("writing", where.rel_path), urgent=True)
         upload = Upload(self.incoming, where.rel_path, final, self.username)
         self._uploads.add(upload)

@@ -1,9 +1,12 @@
-"""The SFTP side's database writes: landing changes queued in order, many per transaction.
+"""Where the SFTP sessions' landing changes go: a :class:`ChangeSink`, usually a ChangeQueue.
 
 Every session hands its changes (a file landed, a path reopened for writing, a file removed) to
-one :class:`ChangeQueue`. A single task writes them in arrival order, everything queued so far
-in one transaction (``LandingRecorder.apply``), so a burst of small uploads costs one commit per
-group instead of one per file, and no session ever waits behind a commit for its CLOSE.
+one sink. :class:`ChangeQueue` is the sink that records them: a single task writes them in
+arrival order, everything queued so far in one transaction (``LandingRecorder.apply``), so a
+burst of small uploads costs one commit per group instead of one per file, and no session ever
+waits behind a commit for its CLOSE. (The daemon's SFTP processes use a sink that forwards the
+changes, in order, to the main process, whose ChangeQueue records them: see
+``cli/sftp_process.py``.)
 
 Why a CLOSE need not wait for its row: the file is already under its final name in the landing
 tree when the client hears "ok", and a file there without a row is what the sweeper's
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from ingestd.landing import LandingChange, LandingRecorder
 
@@ -27,6 +31,24 @@ MAX_GROUP = 500
 # one commit per this many milliseconds instead of one per file (a commit costs about 1 ms of
 # CPU, a small upload's whole SFTP exchange about as much). Detection waits as long at most.
 GROUP_DELAY_SECONDS = 0.025
+
+
+class ChangeSink(Protocol):
+    """What the SFTP sessions hand their landing changes to, in the order they happen."""
+
+    def submit(self, change: LandingChange, *,
+               urgent: bool = False) -> asyncio.Future[str | None]:
+        """Take ``change``; the future ends once it is recorded or handed on (``urgent``: a
+        session waits for it before answering its client)."""
+        ...
+
+    async def recorded(self) -> None:
+        """Wait until every change submitted so far is recorded or handed on."""
+        ...
+
+    async def aclose(self) -> None:
+        """Record or hand on what is queued, then stop (call after the sessions ended)."""
+        ...
 
 
 class ChangeQueue:

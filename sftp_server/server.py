@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +26,12 @@ from sqlmodel import col, select
 from ingestd import errors
 from ingestd.config import Settings
 from ingestd.db import Database
-from ingestd.landing import LandingRecorder
 from ingestd.models import Campaign, SftpUser
 from sftp_server.auth import Defender, SftpAuthServer
 from sftp_server.framing import TrimmingSftpSession
 from sftp_server.handler import LandingSftpServer
 from sftp_server.jail import Jail
-from sftp_server.recording import ChangeQueue
+from sftp_server.recording import ChangeSink
 from sftp_server.upload import clear_incoming
 
 log = logging.getLogger(__name__)
@@ -48,20 +46,21 @@ class _Listener:
     """What stop_sftp_server must end besides the acceptor."""
 
     connections: set[asyncssh.SSHServerConnection]
-    changes: ChangeQueue
+    changes: ChangeSink
 
 
 _listeners: weakref.WeakKeyDictionary[asyncssh.SSHAcceptor, _Listener]
 _listeners = weakref.WeakKeyDictionary()
 
 
-async def start_sftp_server(settings: Settings, db: Database, recorder: LandingRecorder,
-                            on_landed: Callable[[], None], *,
+async def start_sftp_server(settings: Settings, db: Database, changes: ChangeSink, *,
                             defender: Defender | None = None, prepare: bool = True,
                             reuse_port: bool = False) -> asyncssh.SSHAcceptor:
     """Listen on ``sftp.host``/``sftp.port``; ``acceptor.get_port()`` gives the real port.
 
-    ``on_landed`` is called on the event loop each time complete files were recorded.
+    The sessions hand their landing changes to ``changes`` (a
+    :class:`~sftp_server.recording.ChangeQueue` records them); :func:`stop_sftp_server` closes
+    it after the last session ended.
     ``prepare``: create the landing tree and clear ``incoming/`` first
     (:func:`prepare_sftp_folders`; pass False when several servers share the folders and it was
     done once before).
@@ -75,7 +74,6 @@ async def start_sftp_server(settings: Settings, db: Database, recorder: LandingR
     guard = defender or Defender(threshold=sftp.defender_threshold,
                                  window_seconds=sftp.defender_window_seconds,
                                  ban_seconds=sftp.defender_ban_seconds)
-    changes = ChangeQueue(recorder, on_landed)
     sessions = _SessionFactory(settings, db, changes)
     live: set[asyncssh.SSHServerConnection] = set()
     acceptor = await asyncssh.listen(
@@ -93,7 +91,7 @@ async def start_sftp_server(settings: Settings, db: Database, recorder: LandingR
 
 async def stop_sftp_server(acceptor: asyncssh.SSHAcceptor) -> None:
     """Stop listening and end every open session (uploads still open are discarded), then
-    record what the sessions left queued."""
+    hand on what the sessions left queued."""
     acceptor.close()
     await acceptor.wait_closed()
     listener = _listeners.pop(acceptor, None)
@@ -189,7 +187,7 @@ class _SftpConnection(SftpAuthServer):
 class _SessionFactory:
     """Builds the SFTP server of a session once the user is known (DB read off the loop)."""
 
-    def __init__(self, settings: Settings, db: Database, changes: ChangeQueue) -> None:
+    def __init__(self, settings: Settings, db: Database, changes: ChangeSink) -> None:
         self.settings = settings
         self.db = db
         self.changes = changes

@@ -27,13 +27,14 @@ CSV = b"file_name,agent_code\nlater.mp3,KL003\n"
 
 
 class CountingSweeper(Sweeper):
-    """Counts the passes that really ran."""
+    """Counts the passes that really ran (``passes``: started, ``finished``: ended)."""
 
-    passes = 0
+    passes = finished = 0
 
     async def _route_pass(self) -> None:
         self.passes += 1
         await super()._route_pass()
+        self.finished += 1
 
 
 @pytest.fixture
@@ -111,6 +112,26 @@ def test_a_wake_looks_only_at_the_paths_events_named(sweeper: CountingSweeper, d
         sweeper.wake()
         await wait_for(lambda: sweeper.passes == 2)
         assert not routed(db)
+        sweeper.landing_changed("acme/manifest.csv")
+        await wait_for(lambda: routed(db))
+        await sweeper.aclose()
+    asyncio.run(scenario())
+
+
+def test_an_event_for_a_path_the_sftp_server_reported_is_not_looked_at_again(
+        sweeper: CountingSweeper, db: Database, settings: Settings) -> None:
+    """The SFTP side records its own landings; its rename's event must not record them twice
+    (from two threads at once, which made one side retry its group change by change)."""
+    async def scenario() -> None:
+        await sweeper.tick()
+        drop_csv(settings)
+        sweeper.landing_reported("acme/manifest.csv")  # its row is the change queue's job
+        sweeper.landing_changed("acme/manifest.csv")
+        await wait_for(lambda: sweeper.finished == 2)
+        assert not routed(db)  # nobody recorded it here: the event was not looked at
+        # Two passes later the report is forgotten and an event is looked at again.
+        sweeper.wake()
+        await wait_for(lambda: sweeper.finished == 3)
         sweeper.landing_changed("acme/manifest.csv")
         await wait_for(lambda: routed(db))
         await sweeper.aclose()

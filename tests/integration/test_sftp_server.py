@@ -25,6 +25,7 @@ from sqlmodel import select
 from ingestd.landing import LandingRecorder
 from ingestd.models import FileStatus, IngestFile, SftpUser
 from sftp_server.auth import Defender, hash_password
+from sftp_server.recording import ChangeQueue
 from sftp_server.server import changes_recorded, start_sftp_server, stop_sftp_server
 
 PASSWORD = "correct horse"
@@ -45,8 +46,7 @@ class RunningServer:
 
     def __enter__(self) -> RunningServer:
         self.thread.start()
-        self.acceptor = self._call(start_sftp_server(self.settings, self.db, self.recorder,
-                                                     self._on_landed, defender=self.defender))
+        self.acceptor = self._call(self._start())
         self.port = self.acceptor.get_port()
         return self
 
@@ -55,6 +55,10 @@ class RunningServer:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
         self.loop.close()
+
+    async def _start(self):
+        changes = ChangeQueue(self.recorder, self._on_landed)
+        return await start_sftp_server(self.settings, self.db, changes, defender=self.defender)
 
     def _call(self, coro):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(15)
