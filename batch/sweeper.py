@@ -22,9 +22,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import suppress
 from datetime import datetime
 
 from batch import detect
@@ -36,15 +34,13 @@ from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.intake import Intake
 from ingestd.landing import LandingRecorder
+from ingestd.priority import IMPORT_NICENESS, lower_thread_priority
 
 log = logging.getLogger(__name__)
 # Wakes this close together share one tick: an upload burst lands within a few milliseconds.
 WAKE_SLACK_SECONDS = 0.25
 # A self-wake lands just after the moment it waits for, never just before it.
 DUE_SLACK_SECONDS = 0.05
-# The import thread's nice value (Linux schedules threads one by one): 10 gives it about a tenth
-# of a core that something at the default priority wants too, and all of an idle one.
-IMPORT_NICENESS = 10
 # Files imported per worker-thread call: a stop waits for at most one chunk.
 IMPORT_CHUNK = 200
 
@@ -75,7 +71,8 @@ class Sweeper:
         # Imports (hashing, copying, fsync) run in a thread of their own that yields the CPU to
         # everything else: an SFTP client waiting for its CLOSE comes before a file's import.
         self._import_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="import",
-                                                 initializer=_yield_cpu)
+                                                 initializer=lower_thread_priority,
+                                                 initargs=(IMPORT_NICENESS,))
         self._import_task: asyncio.Task[None] | None = None
         self._import_again = False
         self._closing = False
@@ -244,8 +241,3 @@ class Sweeper:
             await asyncio.gather(self._import_task, return_exceptions=True)
         self._import_thread.shutdown(wait=True)
 
-
-def _yield_cpu() -> None:
-    """Lower the calling thread's priority (Linux: setpriority on 0 means this thread)."""
-    with suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, 0, IMPORT_NICENESS)

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,7 @@ from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.intake import Intake
 from ingestd.landing import LandingChange, LandingRecorder
+from ingestd.priority import BACKGROUND_NICENESS, lower_thread_priority
 from ingestd.storage import build_storage
 from pipeline.delivery import WebhookSender
 from pipeline.worker import Worker
@@ -169,6 +171,11 @@ def serve(settings: Settings) -> None:
 async def _serve(settings: Settings) -> None:
     daemon = Daemon(settings, announce=lambda line: print(line, flush=True))
     loop = asyncio.get_running_loop()
+    # Every asyncio.to_thread of the main process (rows, routing, pipeline writes) runs below the
+    # SFTP processes' priority: an SFTP client waits for each answer, this work does not.
+    loop.set_default_executor(ThreadPoolExecutor(
+        thread_name_prefix="blocking", initializer=lower_thread_priority,
+        initargs=(BACKGROUND_NICENESS,)))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, daemon.stop.set)
     await daemon.run()

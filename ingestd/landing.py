@@ -11,6 +11,7 @@ is what records the file.
 from __future__ import annotations
 
 import fnmatch
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
@@ -102,19 +103,20 @@ class LandingRecorder:
 
         One transaction for many changes is what keeps a burst of small uploads or a start-up
         scan of 20,000 files cheap. If it loses a race (the SFTP close and a landing scan
-        recording the same file at once: the unique index keeps one row), each change is
-        applied again in a transaction of its own, which then finds and refreshes that row.
+        recording the same file at once: the unique index keeps one row), the changes are
+        applied again: first the whole group once more (it then finds and refreshes the rows
+        that won), and only if that loses too, each change in a transaction of its own.
         """
-        try:
-            return self._apply(changes)
-        except IntegrityError:
-            results: list[str | None] = []
-            for change in changes:
-                try:
-                    results += self._apply([change])
-                except IntegrityError:
-                    results += self._apply([change])
-            return results
+        for _ in range(2):
+            with suppress(IntegrityError):
+                return self._apply(changes)
+        results: list[str | None] = []
+        for change in changes:
+            try:
+                results += self._apply([change])
+            except IntegrityError:
+                results += self._apply([change])
+        return results
 
     def _apply(self, changes: list[LandingChange]) -> list[str | None]:
         wheres = [LandedPath.parse(change.rel_path) for change in changes]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from conftest import make_campaign
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
 from ingestd.landing import LandingChange, LandingRecorder
@@ -67,3 +68,29 @@ def test_landing_again_refreshes_the_waiting_row(db, clock, settings):
     with db.session() as session:
         [row] = session.exec(select(IngestFile)).all()
     assert (row.id, row.size, row.mtime_ns) == (first, 12, 2)
+
+
+def test_a_group_that_loses_a_race_is_applied_again_whole(db, clock, settings):
+    """One lost path must not cost one transaction per change of a 500-change group."""
+    make_campaign(db, clock, "acme")
+    other = LandingRecorder(db, clock, 0.0, settings.sftp.ignore_patterns)
+
+    class LosingOnce(LandingRecorder):
+        transactions = 0
+
+        def _apply(self, changes):
+            self.transactions += 1
+            if self.transactions == 1:
+                # The other writer commits the same path between our read and our insert.
+                other.landed("acme/f003.wav", 7, 1)
+                raise IntegrityError("INSERT", {}, Exception("UNIQUE constraint failed"))
+            return super()._apply(changes)
+
+    recorder = LosingOnce(db, clock, 0.0, settings.sftp.ignore_patterns)
+    ids = recorder.apply([LandingChange("landed", f"acme/f{i:03d}.wav", 10, 1)
+                          for i in range(100)])
+    assert recorder.transactions == 2
+    with db.session() as session:
+        rows = {r.landing_path: r for r in session.exec(select(IngestFile))}
+    assert len(rows) == 100 and all(file_id is not None for file_id in ids)
+    assert ids[3] == rows["acme/f003.wav"].id and rows["acme/f003.wav"].size == 10
