@@ -37,9 +37,11 @@ class Storage(Protocol):
 
     def put_files(self, items: Sequence[tuple[str, Path]]
                   ) -> list[StoredObject | errors.StoreError]:
-        """Copy several local files, ``(key, source)`` each, and return once the stored ones
-        are durable: per item its object, or the StoreError that kept it from being stored
-        (nothing of it remains). Cheaper than one ``put_file`` each: durability is paid for
+        """Store several local files, ``(key, source)`` each (a backend may take the source's
+        bytes over without copying them, when the caller removes the source after storing:
+        see ``LocalStorage.link_sources``), and return once the stored ones are durable: per
+        item its object, or the StoreError that kept it from being stored (nothing of it
+        remains). Cheaper than one ``put_file`` each: durability is paid for
         once per group where the backend allows it."""
         ...
 
@@ -57,7 +59,9 @@ def build_storage(settings: config.Settings) -> Storage:
     if settings.storage.backend == "local":
         from ingestd.storage.local import LocalStorage
 
-        return LocalStorage(settings.storage_path)
+        # Imported landing copies that are deleted anyway can be stored by hard link.
+        return LocalStorage(settings.storage_path,
+                            link_sources=settings.sftp.after_import == "delete")
     raise errors.ConfigError(f"storage backend {settings.storage.backend!r} is not available yet")
 
 

@@ -4,6 +4,15 @@ A group of files (:meth:`LocalStorage.put_files`) is written first and made dura
 afterwards: each file is still fsynced before its rename and each new folder after it, but a
 folder shared by the group (the campaign's) only once, and the writeback of the whole group is
 already under way when the first fsync waits for it.
+
+With ``link_sources`` (the daemon sets it when imported landing copies are deleted,
+``sftp.after_import = "delete"``), a group's source on the same filesystem is not copied: its
+inode gets a second name in storage (a hard link), is hashed and fsynced like a copy, and the
+landing name is removed after the import as before. That writes every byte once instead of
+twice and halves the time a file spends in storage (measured: 0.39 -> 0.21 ms per 84 KB file
+with 4 threads). A source on another filesystem, or one that changed while it was hashed, is
+copied as before. SFTP uploads never change a landed file in place (each upload is a new
+inode renamed over the path), so the stored bytes are the hashed bytes.
 """
 
 from __future__ import annotations
@@ -12,12 +21,12 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 from ingestd import errors
-from ingestd.storage import StoredObject, read_chunks
+from ingestd.storage import CHUNK_BYTES, StoredObject, read_chunks
 
 # Copies and fsyncs of one group in flight at once: the disk overlaps them (measured on the
 # 2-core bench machine: 0.92 ms per 84 KB file alone, 0.47 ms with 4 threads, no gain beyond).
@@ -34,8 +43,9 @@ class _Written:
 
 
 class LocalStorage:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, link_sources: bool = False) -> None:
         self.root = Path(root)
+        self.link_sources = link_sources  # put_files may hard-link its sources (see above)
         self._resolved_root = self.root.resolve()
         self._executor: ThreadPoolExecutor | None = None
 
@@ -48,6 +58,7 @@ class LocalStorage:
         return path
 
     def put_stream(self, key: str, chunks: Iterable[bytes]) -> StoredObject:
+        _make_folder(self.path_of(key).parent, key)
         written = self._write(key, chunks)
         try:
             _fsync_path(written.temp)
@@ -66,6 +77,7 @@ class LocalStorage:
         pool = self._pool()
         results: list[StoredObject | errors.StoreError] = []
         written: list[tuple[int, _Written]] = []
+        self._make_folders(items)
         for outcome in pool.map(self._try_write, items):
             if isinstance(outcome, _Written):
                 written.append((len(results), outcome))
@@ -86,12 +98,48 @@ class LocalStorage:
                 results[index] = _store_error(item, problem)
         return results
 
+    def _make_folders(self, items: Sequence[tuple[str, Path]]) -> None:
+        """Each folder of the group once (not once per file: a tenth of the storage threads'
+        time went to ``mkdir`` calls that found the folder there)."""
+        folders: set[Path] = set()
+        for key, _ in items:
+            with suppress(errors.StoreError):  # a bad key fails its own write
+                folders.add(self.path_of(key).parent)
+        for folder in folders:
+            with suppress(OSError):  # a folder that cannot be made fails its files' writes
+                folder.mkdir(parents=True, exist_ok=True)
+
     def _try_write(self, item: tuple[str, Path]) -> _Written | errors.StoreError:
         key, source = item
         try:
-            return self._write(key, read_chunks(source))
+            linked = self._link(key, source) if self.link_sources else None
+            return linked or self._write(key, read_chunks(source))
         except errors.StoreError as exc:
             return exc
+
+    def _link(self, key: str, source: Path) -> _Written | None:
+        """``source``'s own inode under the key's temp name, hashed; None when it cannot be
+        linked (another filesystem, links refused) or changed while it was hashed."""
+        temp = _temp_name(self.path_of(key))
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with source.open("rb") as fh:
+                before = os.fstat(fh.fileno())
+                while chunk := fh.read(CHUNK_BYTES):
+                    digest.update(chunk)
+                    size += len(chunk)
+            os.link(source, temp, follow_symlinks=False)
+            after = os.stat(temp)
+        except OSError:
+            temp.unlink(missing_ok=True)
+            return None
+        if (after.st_ino, after.st_size, after.st_mtime_ns) != (
+                before.st_ino, size, before.st_mtime_ns):
+            temp.unlink(missing_ok=True)  # replaced or written to meanwhile: copy instead
+            return None
+        return _Written(temp, self.path_of(key),
+                        StoredObject(key=key, size=size, sha256=digest.hexdigest()))
 
     def _fsync_folders(self, folders: list[Path]) -> dict[Path, OSError]:
         """fsync the files' folders, then the folders that hold those (a new folder before
@@ -113,13 +161,13 @@ class LocalStorage:
         return self._executor
 
     def _write(self, key: str, chunks: Iterable[bytes]) -> _Written:
-        """Copy ``chunks`` to a temp name beside the key's path, hashing them on the way."""
+        """Copy ``chunks`` to a temp name beside the key's path (its folder exists), hashing
+        them on the way."""
         target = self.path_of(key)
-        temp = target.with_name(f".{target.name}.{os.getpid()}.writing")
+        temp = _temp_name(target)
         digest = hashlib.sha256()
         size = 0
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
             with temp.open("wb") as fh:
                 for chunk in chunks:
                     fh.write(chunk)
@@ -142,6 +190,17 @@ class LocalStorage:
 
     def delete(self, key: str) -> None:
         self.path_of(key).unlink(missing_ok=True)
+
+
+def _temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.{os.getpid()}.writing")
+
+
+def _make_folder(folder: Path, key: str) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise errors.StoreError(f"could not store {key}: {exc.strerror or exc}") from exc
 
 
 def _store_error(item: _Written, exc: OSError) -> errors.StoreError:
