@@ -39,6 +39,9 @@ from ingestd.priority import IMPORT_NICENESS, lower_thread_priority
 log = logging.getLogger(__name__)
 # Wakes this close together share one tick: an upload burst lands within a few milliseconds.
 WAKE_SLACK_SECONDS = 0.25
+# How long a pass waits after a filesystem event: files that arrive by other means than SFTP
+# must stay stable for seconds anyway, and an SFTP landing's own report arrives within this.
+EVENT_DELAY_SECONDS = 0.05
 # A self-wake lands just after the moment it waits for, never just before it.
 DUE_SLACK_SECONDS = 0.05
 # Files imported per worker-thread call: a stop waits for at most one chunk.
@@ -88,9 +91,15 @@ class Sweeper:
     def landing_changed(self, rel_path: str) -> None:
         """A filesystem event named this landing path (call on the event loop): look at it on
         the next pass. That pass records the file with its ``stable_at`` and wakes itself for
-        that moment (``_wake_before_next_interval``), so no second wake is needed here."""
+        that moment (``_wake_before_next_interval``), so no second wake is needed here.
+        A path the SFTP server reported (:meth:`landing_reported`) needs neither look nor wake:
+        a pass per upload's rename event was most of the main process's CPU during a burst."""
+        if rel_path in self._reported or rel_path in self._reported_before:
+            return
         self._changed_paths.add(rel_path)
-        self.wake(0.0)
+        # Not at once: the SFTP server's report of the same landing may still be on its way
+        # (its rename raised this event first); the pass subtracts what was reported by then.
+        self.wake(EVENT_DELAY_SECONDS)
 
     def landing_reported(self, rel_path: str) -> None:
         """The SFTP server landed this path and its change is being recorded (call on the event

@@ -125,8 +125,8 @@ class LandingSftpServer(asyncssh.SFTPServer):
         self._record(landed.rel_path, landed.size, landed.mtime_ns)
 
     def _record(self, rel_path: str, size: int, mtime_ns: int) -> None:
-        log.info("file_landed username=%s path=%s bytes=%d", self.username, rel_path, size)
         self.changes.submit(LandingChange("landed", rel_path, size, mtime_ns))
+        log.info("file_landed username=%s path=%s bytes=%d", self.username, rel_path, size)
 
     async def _discard(self, upload: Upload) -> None:
         size = upload.discard()

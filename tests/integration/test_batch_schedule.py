@@ -126,7 +126,10 @@ def test_an_event_for_a_path_the_sftp_server_reported_is_not_looked_at_again(
         await sweeper.tick()
         drop_csv(settings)
         sweeper.landing_reported("acme/manifest.csv")  # its row is the change queue's job
-        sweeper.landing_changed("acme/manifest.csv")
+        sweeper.landing_changed("acme/manifest.csv")  # no look, and no wake of its own
+        await asyncio.sleep(0.3)
+        assert sweeper.passes == 1
+        sweeper.wake()  # a pass for other reasons does not look at it either
         await wait_for(lambda: sweeper.finished == 2)
         assert not routed(db)  # nobody recorded it here: the event was not looked at
         # Two passes later the report is forgotten and an event is looked at again.
