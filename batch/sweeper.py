@@ -93,7 +93,7 @@ class Sweeper:
         the next pass. That pass records the file with its ``stable_at`` and wakes itself for
         that moment (``_wake_before_next_interval``), so no second wake is needed here.
         A path the SFTP server reported (:meth:`landing_reported`) needs neither look nor wake:
-        a pass per upload's rename event was most of the main process's CPU during a burst."""
+        looking at it recorded the file a second time, beside the change queue."""
         if rel_path in self._reported or rel_path in self._reported_before:
             return
         self._changed_paths.add(rel_path)

@@ -4,8 +4,8 @@ One Python process runs on one core at a time. In one process the SFTP sessions,
 routing and imports and the pipeline workers would take turns on that core, and every small
 upload would wait behind an import. So ``ingestd serve`` runs the SFTP server in
 ``sftp.processes`` child processes (default 1) that do nothing else; the sweeper, imports,
-workers and the HTTP API stay in the main process. They hand work over as the parts always do:
-through database rows (the children record landed files, the sweeper routes them).
+workers and the HTTP API stay in the main process, which records what the children report
+(below) as file rows; from there the sweeper takes over, as the parts always hand work over.
 
 With more than one process, all of them listen on the same port (``SO_REUSEPORT``): the kernel
 spreads new connections over them. Each keeps its own failed-login counts (``defender_*``).
