@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingestd import errors
-from ingestd.storage import CHUNK_BYTES, StoredObject, read_chunks
+from ingestd.storage import StoredObject, read_chunks
 
 # Copies and fsyncs of one group in flight at once: the disk overlaps them (measured on the
 # 2-core bench machine: 0.92 ms per 84 KB file alone, 0.47 ms with 4 threads, no gain beyond).
@@ -120,26 +120,27 @@ class LocalStorage:
     def _link(self, key: str, source: Path) -> _Written | None:
         """``source``'s own inode under the key's temp name, hashed; None when it cannot be
         linked (another filesystem, links refused) or changed while it was hashed."""
-        temp = _temp_name(self.path_of(key))
+        target = self.path_of(key)
+        temp = _temp_name(target)
         digest = hashlib.sha256()
         size = 0
         try:
-            with source.open("rb") as fh:
-                before = os.fstat(fh.fileno())
-                while chunk := fh.read(CHUNK_BYTES):
-                    digest.update(chunk)
-                    size += len(chunk)
+            before = os.stat(source)
+            for chunk in read_chunks(source):
+                digest.update(chunk)
+                size += len(chunk)
             os.link(source, temp, follow_symlinks=False)
             after = os.stat(temp)
         except OSError:
             temp.unlink(missing_ok=True)
             return None
+        # The linked inode must be the one stat'ed before hashing, unchanged since: a path
+        # replaced or written to at any point in between is copied instead.
         if (after.st_ino, after.st_size, after.st_mtime_ns) != (
                 before.st_ino, size, before.st_mtime_ns):
-            temp.unlink(missing_ok=True)  # replaced or written to meanwhile: copy instead
+            temp.unlink(missing_ok=True)
             return None
-        return _Written(temp, self.path_of(key),
-                        StoredObject(key=key, size=size, sha256=digest.hexdigest()))
+        return _Written(temp, target, StoredObject(key=key, size=size, sha256=digest.hexdigest()))
 
     def _fsync_folders(self, folders: list[Path]) -> dict[Path, OSError]:
         """fsync the files' folders, then the folders that hold those (a new folder before
