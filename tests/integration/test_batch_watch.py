@@ -18,6 +18,7 @@ from conftest import make_campaign
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from batch import watch
 from batch.sweeper import Sweeper
 from batch.watch import DropFolder, start_watching
 from cli.app import app
@@ -123,6 +124,58 @@ def test_watchdog_wakes_the_sweeper_for_landing_files_and_takes_drop_folder_file
     by_name = {r.name: r for r in rows(db)}
     assert (by_name["copied.csv"].source, by_name["dropped.csv"].source) == ("SFTP", "WATCH")
     assert not (tmp_path / "drop" / "dropped.csv").exists()
+
+
+class ChangeLog:
+    """Stands in for the sweeper: what the watcher handed over."""
+
+    def __init__(self, recorder: LandingRecorder) -> None:
+        self.recorder = recorder
+        self.changed: list[str] = []
+
+    def landing_changed(self, rel_path: str) -> None:
+        self.changed.append(rel_path)
+
+    def wake(self, delay: float) -> None:
+        pass
+
+
+def test_reads_and_removals_of_landing_files_reach_no_event_handler(
+        db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An import reads each landing file twice and removes it: with 20,000 files those events
+    cost the daemon 15 % of its busy time while nothing reacts to them. The kernel must not
+    report them at all; a new file and a file moved in are still reported."""
+    delivered: list[str] = []
+    handle_event = watch._Events.on_any_event
+
+    def spy(self: watch._Events, event) -> None:
+        delivered.append(event.event_type)
+        handle_event(self, event)
+
+    monkeypatch.setattr(watch._Events, "on_any_event", spy)
+    sweeper = ChangeLog(LandingRecorder(db, SystemClock(), 0, []))
+    folder = settings.landing_path / "acme"
+    folder.mkdir(parents=True)
+
+    async def scenario() -> None:
+        handle = start_watching(settings, sweeper)  # type: ignore[arg-type]
+        try:
+            (folder / "a.wav").write_bytes(b"RIFF")
+            await _until(lambda: "acme/a.wav" in sweeper.changed, 10, "the new file's event")
+            await asyncio.sleep(0.3)
+            delivered.clear()
+            for _ in range(2):
+                assert (folder / "a.wav").read_bytes() == b"RIFF"
+            (folder / "a.wav").unlink()
+            await asyncio.sleep(0.5)
+            assert delivered == [], "reads and a removal were reported"
+            (settings.landing_path / "b.wav").write_bytes(b"RIFF")
+            (settings.landing_path / "b.wav").rename(folder / "b.wav")
+            await _until(lambda: "acme/b.wav" in sweeper.changed, 10, "the moved-in file")
+        finally:
+            await asyncio.to_thread(handle.stop)
+
+    asyncio.run(scenario())
 
 
 @pytest.fixture

@@ -62,6 +62,9 @@ def test_accepted_call_is_stored_and_pending(intake, db, clock, corpus, settings
     assert abs(call.duration - 56.8) < 0.2 and call.channels == 2
     stored = settings.storage_path / call.storage_key
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == call.sha256 == accepted.sha256
+    # one folder per campaign and day, not one per call
+    assert call.storage_key == (f"{campaign.id}/{clock.now():%Y-%m-%d}/"
+                                f"{call.id}-call_JS001_20260116.m4a")
 
 
 @pytest.mark.parametrize("first_meta, second_meta, source, why", [
