@@ -2,7 +2,9 @@
 
 A file is ready when its row is ``DETECTED``, belongs to no batch and its ``stable_at`` has
 passed. Ready files are routed per scope, up to ``ROUTE_CHUNK`` in one transaction that re-reads
-each row locked, so two sweeps never route the same file twice. CSVs are routed before audio
+each row locked, so two sweeps never route the same file twice. File rows are read and written
+as plain values (:class:`FileRow`, one ``UPDATE`` by primary key for all of a transaction's
+changes), not as ORM objects. CSVs are routed before audio
 within a pass: audio that became ready together with its manifest then joins the manifest's
 batch directly, which is what a CSV takeover would have produced anyway.
 
@@ -18,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import text
+from sqlalchemy import JSON, Select, bindparam, text, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from batch import engine
@@ -49,6 +52,51 @@ log = logging.getLogger(__name__)
 ROUTE_CHUNK = 5000
 # Rounds of one routing call: files that turned stable during a round are routed by the next.
 ROUTE_ROUNDS = 5
+
+
+@dataclass
+class FileRow:
+    """What routing reads and decides of one file row, as plain values.
+
+    Each routed file loaded as an ORM object and flushed again made routing 20,000 files take
+    4.3 s; with plain values, written together by :meth:`Scope.write_files`, 2.6 s.
+    """
+
+    id: str
+    kind: str
+    name: str
+    status: str
+    batch_id: str | None
+    reason: str | None
+    warnings: list[str]
+    csv_row: dict[str, Any] | None
+    updated_at: datetime
+
+    def values(self) -> dict[str, Any]:
+        """The columns routing may have changed, for :data:`WRITE_FILE`."""
+        return {"row_id": self.id, "status": self.status, "batch_id": self.batch_id,
+                "reason": self.reason, "warnings": self.warnings, "csv_row": self.csv_row,
+                "updated_at": self.updated_at}
+
+
+FILE_COLUMNS = (IngestFile.id, IngestFile.kind, IngestFile.name, IngestFile.status,
+                IngestFile.batch_id, IngestFile.reason, IngestFile.warnings, IngestFile.csv_row,
+                IngestFile.updated_at)
+
+
+_file_table = IngestFile.__table__
+# One statement for all of a transaction's changed rows (executemany; the ORM's bulk UPDATE
+# took as long again as SQLite itself). A csv_row of None is SQL NULL, as the ORM writes it,
+# not JSON 'null'.
+WRITE_FILE = update(_file_table).where(_file_table.c.id == bindparam("row_id")).values(
+    status=bindparam("status"), batch_id=bindparam("batch_id"), reason=bindparam("reason"),
+    warnings=bindparam("warnings"), updated_at=bindparam("updated_at"),
+    csv_row=bindparam("csv_row", type_=JSON(none_as_null=True)))
+
+
+def select_files() -> Select:
+    """A query for :class:`FileRow` values (add the conditions)."""
+    return sa_select(*FILE_COLUMNS)
 
 
 @dataclass
@@ -86,6 +134,8 @@ class Scope:
     batches: list[Batch]
     index: dict[str, BatchIndex]  # batch id -> its names
     _late: dict[str, Batch] | None = None  # named file -> closed batch that still misses it
+    _files: dict[str, FileRow] = field(default_factory=dict)  # every file row read, by id
+    _changed: set[str] = field(default_factory=set)  # ids of the rows not written yet
 
     def views(self) -> list[engine.BatchView]:
         return [engine.BatchView(id=b.id, status=BatchStatus(b.status),
@@ -96,10 +146,31 @@ class Scope:
     def batch(self, batch_id: str) -> Batch:
         return next(b for b in self.batches if b.id == batch_id)
 
-    def joined(self, batch: Batch, row: IngestFile) -> None:
+    def joined(self, batch: Batch, row: FileRow) -> None:
         """``row`` now belongs to ``batch``."""
         if row.kind != FileKind.CSV:
             self.index[batch.id].add(row.name)
+
+    def read_files(self, session: Session, query: Select) -> list[FileRow]:
+        """The file rows ``query`` finds (made with :func:`select_files`), after this
+        transaction's changes are written; a row read before is the same object again."""
+        self.write_files(session)
+        return [self._files.setdefault(values[0], FileRow(*values))
+                for values in session.execute(query)]
+
+    def changed(self, row: FileRow, now: datetime | None) -> None:
+        """``row`` was changed (``now``: its new ``updated_at``, None to keep it)."""
+        if now is not None:
+            row.updated_at = now
+        self._changed.add(row.id)
+
+    def write_files(self, session: Session) -> None:
+        """Write the changed file rows: one UPDATE by primary key for all of them (the new
+        batches they point at are flushed first)."""
+        session.flush()
+        if self._changed:
+            session.execute(WRITE_FILE, [self._files[i].values() for i in self._changed])
+            self._changed.clear()
 
     def late_batch(self, session: Session, name: str) -> Batch | None:
         """The newest closed batch of the scope that stopped waiting for this named file."""
@@ -112,7 +183,14 @@ class Scope:
             self._late.pop(name, None)
 
 
-def view_of(batch: Batch, files: list[IngestFile]) -> engine.BatchView:
+class NamedFile(Protocol):
+    """What :func:`view_of` reads of a file: an ORM row, or a row of just these columns."""
+
+    name: str
+    kind: str
+
+
+def view_of(batch: Batch, files: Iterable[NamedFile]) -> engine.BatchView:
     """The engine's view of a batch row."""
     return engine.BatchView(
         id=batch.id, status=BatchStatus(batch.status), has_csv=batch.csv_file_id is not None,
@@ -170,7 +248,7 @@ class Router:
             campaign = session.get(Campaign, campaign_id)
             assert campaign is not None  # file rows reference their campaign
             scope = load_scope(session, campaign, scope_name)
-            rows = locked_rows(session, [file_id for file_id, _, _ in chunk])
+            rows = locked_rows(session, scope, [file_id for file_id, _, _ in chunk])
             for file_id, _, _ in chunk:
                 row = rows.get(file_id)
                 if row is None or row.batch_id is not None or row.status != FileStatus.DETECTED:
@@ -178,6 +256,7 @@ class Router:
                 self._route(session, scope, row, parsed.get(file_id))
                 if row.status not in (FileStatus.DETECTED, FileStatus.MATCHED):
                     finished.append(row.id)
+            scope.write_files(session)
         return finished
 
     def _ready(self) -> list[tuple[str, FileKind, str, str, str]]:
@@ -202,7 +281,7 @@ class Router:
         except errors.ManifestError as exc:
             return exc
 
-    def _route(self, session: Session, scope: Scope, row: IngestFile,
+    def _route(self, session: Session, scope: Scope, row: FileRow,
                parsed: Manifest | errors.ManifestError | None) -> None:
         if row.kind == FileKind.CSV:
             assert parsed is not None
@@ -210,21 +289,21 @@ class Router:
         elif row.kind == FileKind.AUDIO:
             self._route_audio(session, scope, row)
         else:
-            self._set_file(row, FileStatus.SKIPPED, reason=engine.skip_reason(row.name))
+            self._set_file(scope, row, FileStatus.SKIPPED, reason=engine.skip_reason(row.name))
             self._join_csv_less(session, scope, row)
 
-    def _route_audio(self, session: Session, scope: Scope, row: IngestFile) -> None:
+    def _route_audio(self, session: Session, scope: Scope, row: FileRow) -> None:
         target = engine.csv_batch_for(row.name, scope.views())
         if target is not None:
             batch = scope.batch(target)
             self._bind(scope, row, batch)
-            self._refresh_csv_status(session, scope, batch)
+            self._refresh_csv_status(scope, batch)
         elif (late := scope.late_batch(session, row.name)) is not None:
             self._open_late(session, scope, row, late)
         else:
             self._join_csv_less(session, scope, row)
 
-    def _route_csv(self, session: Session, scope: Scope, row: IngestFile,
+    def _route_csv(self, session: Session, scope: Scope, row: FileRow,
                    parsed: Manifest | errors.ManifestError) -> None:
         problem = parsed.message if isinstance(parsed, errors.ManifestError) else (
             engine.NO_ROWS_REASON if not parsed.rows else None)
@@ -232,18 +311,18 @@ class Router:
             batch = self._open(session, scope, BatchStatus.FAILED, csv=row)
             batch.reason = f"unusable CSV {row.name}: {problem}"
             batch.closed_at = self.clock.now()
-            self._set_file(row, FileStatus.FAILED, reason=problem, batch=batch)
+            self._set_file(scope, row, FileStatus.FAILED, reason=problem, batch=batch)
             log.info("batch_closed batch_id=%s status=FAILED reason=%s", batch.id, batch.reason)
             return
         rows = [r.as_json() for r in parsed.rows]
         batch = self._take_over(session, scope, row, rows)
-        self._set_file(row, FileStatus.COMPLETED, batch=batch)
+        self._set_file(scope, row, FileStatus.COMPLETED, batch=batch)
         row.warnings = list(parsed.warnings)
         for orphan in eligible_orphans(session, scope, batch):
             self._bind(scope, orphan, batch)
-        self._refresh_csv_status(session, scope, batch)
+        self._refresh_csv_status(scope, batch)
 
-    def _take_over(self, session: Session, scope: Scope, csv_row: IngestFile,
+    def _take_over(self, session: Session, scope: Scope, csv_row: FileRow,
                    rows: list[dict]) -> Batch:
         """The CSV takes the open CSV-less batch over, or opens its own batch."""
         old_id = engine.csv_less_batch(scope.views())
@@ -252,8 +331,8 @@ class Router:
                               rows=rows)
         batch = scope.batch(old_id)
         batch.csv_file, batch.csv_file_id, batch.manifest_rows = csv_row.name, csv_row.id, rows
-        session.flush()  # the files routed into it in this transaction are rows to query too
-        files = list(session.exec(select(IngestFile).where(IngestFile.batch_id == batch.id)))
+        # the files routed into it in this transaction are among them (written first)
+        files = scope.read_files(session, select_files().where(IngestFile.batch_id == batch.id))
         views = [engine.FileView(f.id, f.name, FileKind(f.kind), FileStatus(f.status))
                  for f in files]
         bound, moved = engine.takeover_split([r["file_name"] for r in rows], views)
@@ -265,12 +344,13 @@ class Router:
                 self._bind(scope, f, batch)
             elif fresh is not None:
                 f.batch_id = fresh.id
+                scope.changed(f, None)
                 scope.joined(fresh, f)
         log.info("batch_taken_over batch_id=%s csv_file_id=%s moved_to=%s", batch.id,
                  csv_row.id, fresh.id if fresh else None)
         return batch
 
-    def _open_late(self, session: Session, scope: Scope, row: IngestFile, old: Batch) -> None:
+    def _open_late(self, session: Session, scope: Scope, row: FileRow, old: Batch) -> None:
         """A named file arriving after its batch stopped waiting: a batch of its own."""
         manifest_row = next(r for r in old.manifest_rows if r["file_name"] == row.name)
         old.missing = [name for name in old.missing if name != row.name]
@@ -283,28 +363,27 @@ class Router:
         log.info("batch_processing batch_id=%s late_file_id=%s earlier_batch_id=%s",
                  batch.id, row.id, old.id)
 
-    def _join_csv_less(self, session: Session, scope: Scope, row: IngestFile) -> None:
+    def _join_csv_less(self, session: Session, scope: Scope, row: FileRow) -> None:
         batch_id = engine.csv_less_batch(scope.views())
         if batch_id is None:
             batch = self._open(session, scope, engine.csv_less_status(scope.campaign.csv_mode))
         else:
             batch = scope.batch(batch_id)
         row.batch_id = batch.id
-        row.updated_at = self.clock.now()
+        scope.changed(row, self.clock.now())
         scope.joined(batch, row)
-        session.add(row)
 
-    def _bind(self, scope: Scope, row: IngestFile, batch: Batch) -> None:
+    def _bind(self, scope: Scope, row: FileRow, batch: Batch) -> None:
         """Match an audio file to its row of the batch's manifest."""
         entry = scope.index[batch.id].named[row.name]
         row.batch_id = batch.id
         row.status = FileStatus.MATCHED.value
         row.csv_row = dict(entry["metadata"])
         row.warnings = [*row.warnings, *[w for w in entry["warnings"] if w not in row.warnings]]
-        row.updated_at = self.clock.now()
+        scope.changed(row, self.clock.now())
         scope.joined(batch, row)
 
-    def _refresh_csv_status(self, session: Session, scope: Scope, batch: Batch) -> None:
+    def _refresh_csv_status(self, scope: Scope, batch: Batch) -> None:
         if batch.status not in OPEN_BATCH_STATUSES:
             return
         index = scope.index[batch.id]
@@ -314,10 +393,9 @@ class Router:
             log.info("batch_status_changed batch_id=%s status=%s", batch.id, status.value)
             if status == BatchStatus.PROCESSING:
                 log.info("batch_processing batch_id=%s files=%d", batch.id, len(index.present))
-        session.add(batch)
 
     def _open(self, session: Session, scope: Scope, status: BatchStatus, *,
-              csv: IngestFile | None = None, rows: list[dict] | None = None,
+              csv: FileRow | None = None, rows: list[dict] | None = None,
               deadline: datetime | None = None) -> Batch:
         now = self.clock.now()
         batch = Batch(
@@ -332,11 +410,12 @@ class Router:
                  batch.id, batch.campaign_id, batch.scope, batch.status, batch.csv_file)
         return batch
 
-    def _set_file(self, row: IngestFile, status: FileStatus, *, reason: str | None = None,
-                  batch: Batch | None = None) -> None:
-        row.status, row.reason, row.updated_at = status.value, reason, self.clock.now()
+    def _set_file(self, scope: Scope, row: FileRow, status: FileStatus, *,
+                  reason: str | None = None, batch: Batch | None = None) -> None:
+        row.status, row.reason = status.value, reason
         if batch is not None:
             row.batch_id = batch.id
+        scope.changed(row, self.clock.now())
 
 
 def lock_scope(session: Session, campaign_id: str, scope: str) -> None:
@@ -368,12 +447,12 @@ def load_scope(session: Session, campaign: Campaign, scope: str) -> Scope:
     return Scope(campaign=campaign, name=scope, batches=batches, index=index)
 
 
-def locked_rows(session: Session, file_ids: list[str]) -> dict[str, IngestFile]:
+def locked_rows(session: Session, scope: Scope, file_ids: list[str]) -> dict[str, FileRow]:
     """These file rows, read and locked in one query (in id order: no deadlock between two
     nodes locking overlapping chunks)."""
-    query = (select(IngestFile).where(col(IngestFile.id).in_(file_ids))
+    query = (select_files().where(col(IngestFile.id).in_(file_ids))
              .order_by(col(IngestFile.id)).with_for_update())
-    return {row.id: row for row in session.exec(query)}
+    return {row.id: row for row in scope.read_files(session, query)}
 
 
 def late_batches(session: Session, campaign_id: str, scope: str) -> dict[str, Batch]:
@@ -396,18 +475,18 @@ def late_batches(session: Session, campaign_id: str, scope: str) -> dict[str, Ba
     return found
 
 
-def eligible_orphans(session: Session, scope: Scope, batch: Batch) -> list[IngestFile]:
+def eligible_orphans(session: Session, scope: Scope, batch: Batch) -> list[FileRow]:
     """Audio files of the scope left waiting in failed batches that this CSV names."""
     index = scope.index[batch.id]
     present = set(index.present)
-    query = (select(IngestFile).join(Batch, col(Batch.id) == col(IngestFile.batch_id))
+    query = (select_files().join(Batch, col(Batch.id) == col(IngestFile.batch_id))
              .where(IngestFile.campaign_id == scope.campaign.id, IngestFile.scope == scope.name,
                     IngestFile.kind == FileKind.AUDIO.value,
                     IngestFile.status == FileStatus.DETECTED.value,
                     Batch.status == BatchStatus.FAILED.value)
              .order_by(col(IngestFile.created_at)))
-    orphans: list[IngestFile] = []
-    for f in session.exec(query):
+    orphans: list[FileRow] = []
+    for f in scope.read_files(session, query):
         if f.name in index.named and f.name not in present:
             orphans.append(f)
             present.add(f.name)

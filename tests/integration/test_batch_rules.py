@@ -10,6 +10,7 @@ import wave
 
 import pytest
 from conftest import make_campaign
+from sqlalchemy import text
 from sqlmodel import select
 from test_batch_sweeper import Rig, only, rig  # noqa: F401 - rig is a fixture
 
@@ -68,6 +69,10 @@ def test_csv_arriving_while_csvless_batch_open_takes_it_over_and_moves_unnamed_f
     assert files["b.wav"].batch_id == fresh.id and files["b.wav"].status == "DETECTED"
     assert acme.calls()[files["a.wav"].call_id].meta == {"client_reference": "REF-A",
                                                           "call_type": "INBOUND"}
+    with acme.db.session() as session:  # a moved file has no CSV row: SQL NULL, not JSON null
+        unbound = session.execute(text("SELECT count(*) FROM files WHERE csv_row IS NULL "
+                                       "AND name = 'b.wav'")).scalar_one()
+    assert unbound == 1
 
 
 def test_complete_csv_batch_processes_at_once_without_waiting_for_its_deadline(
