@@ -36,6 +36,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="do not delete the work dir")
     parser.add_argument("--markdown", type=Path, help="also write the results as Markdown")
     parser.add_argument("--big-mib", type=int, help="size of SFTP shape (a) in MiB")
+    parser.add_argument("--sftp-rounds", type=int,
+                        help="SFTP: interleaved rounds per shape and server (median counts)")
     parser.add_argument("--batches", type=int, help="detection latency: batches per setting")
     parser.add_argument("--scale-files", type=int, help="batch scale: files in the batch")
     parser.add_argument("--scale-timeout", type=float, default=600.0,
@@ -56,7 +58,8 @@ def plan(args: argparse.Namespace, work: Path, key: Path) -> dict[str, Callable[
 
     def sftp() -> list[Figure]:
         import sftp_throughput
-        return sftp_throughput.run(work / "sftp", key, quick, args.big_mib, args.profile)
+        return sftp_throughput.run(work / "sftp", key, quick, args.big_mib, args.profile,
+                                   args.sftp_rounds or (1 if quick else 3))
 
     def detection() -> list[Figure]:
         import detection as bench
