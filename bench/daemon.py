@@ -87,8 +87,12 @@ class BenchDaemon:
                                      stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
                                      env=self.env)
         log.close()
-        wait_for(lambda: b"SFTP listening" in self.log_path.read_bytes() or self._died(),
-                 timeout, "the daemon to listen", every=0.05)
+        try:
+            wait_for(lambda: b"SFTP listening" in self.log_path.read_bytes() or self._died(),
+                     timeout, "the daemon to listen", every=0.05)
+        except BaseException:  # timed out, or the run is being stopped: no daemon left behind
+            self.stop()
+            raise
         if self._died():
             raise RuntimeError(f"ingestd serve exited: {self.log_tail()}")
         return time.time()

@@ -95,10 +95,10 @@ def run(work: Path, key: Path, quick: bool, big_mib: int | None = None,
     daemon = BenchDaemon(work / "ingestd", limits__min_duration_seconds=0,
                          limits__max_duration_seconds=10_000_000,
                          limits__max_file_bytes=4 << 30)
-    peer.start()
-    daemon.start()
     figures: list[Figure] = []
+    peer.start()
     try:
+        daemon.start()
         daemon.add_campaign("bench", "--batch-window", "2", "--no-auto-process", user_key=key)
         for shape in shapes(quick, big_mib):
             figures.extend(_measure(work, key, shape, peer, daemon, rounds,
