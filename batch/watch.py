@@ -3,10 +3,10 @@
 The only module that imports watchdog. Two jobs, both feeding the ordinary sweep:
 
 - **Landing tree.** A file put into ``<landing>/<slug>/…`` by other means than the SFTP server
-  (a copy, a mount, an operator) is noticed at once: any create, write or move-in hands the
-  path to the sweeper, which looks at that path now (recording the file with ``stable_at``)
-  and again once ``stable_seconds`` passed (to route it), instead of waiting for the next
-  interval. Detection itself stays the sweep's rule (size and mtime unchanged across
+  (a copy, a mount, an operator) is noticed at once: any create, move-in or close after
+  writing hands the path to the sweeper, which looks at that path now (recording the file with
+  ``stable_at``) and again once ``stable_seconds`` passed (to route it), instead of waiting for
+  the next interval. Detection itself stays the sweep's rule (size and mtime unchanged across
   ``stable_seconds``), and every interval tick walks the whole tree, so a missed event costs
   only latency.
 - **Drop folders** (``[watch] folders = [{path, campaign}]``). A file is taken once its size and
