@@ -79,18 +79,24 @@ def batch_view(session: Session, batch: Batch, *, with_files: bool = True) -> di
         "missing": list(batch.missing),
     }
     if with_files:
-        view["files"] = [file_view(session, f) for f in batch_files(session, batch.id)]
+        view["files"] = batch_file_views(session, batch.id)
     return view
 
 
-def batch_files(session: Session, batch_id: str) -> list[IngestFile]:
-    query = (select(IngestFile).where(IngestFile.batch_id == batch_id)
+def batch_file_views(session: Session, batch_id: str) -> list[dict[str, Any]]:
+    """The batch's files with their calls' hash and status, in one query (a query per file's
+    call made ``batch show`` of a 20,000-file batch take 5 s)."""
+    query = (select(IngestFile, Call.sha256, Call.status)
+             .outerjoin(Call, col(Call.id) == col(IngestFile.call_id))
+             .where(IngestFile.batch_id == batch_id)
              .order_by(col(IngestFile.created_at), col(IngestFile.name)))
-    return list(session.exec(query).all())
+    return [file_view(row, call_sha256, call_status)
+            for row, call_sha256, call_status in session.exec(query)]
 
 
-def file_view(session: Session, row: IngestFile) -> dict[str, Any]:
-    call = session.get(Call, row.call_id) if row.call_id else None
+def file_view(row: IngestFile, call_sha256: str | None, call_status: str | None
+              ) -> dict[str, Any]:
+    """A file of a batch; ``call_*``: its call's columns (None when it has no call)."""
     return {
         "name": row.name,
         "kind": row.kind,
@@ -98,9 +104,9 @@ def file_view(session: Session, row: IngestFile) -> dict[str, Any]:
         "reason": row.reason,
         "warnings": list(row.warnings),
         "size": row.size,
-        "sha256": row.sha256 or (call.sha256 if call else None),
+        "sha256": row.sha256 or call_sha256,
         "call_id": row.call_id,
-        "call_status": call.status if call else None,
+        "call_status": call_status,
     }
 
 
