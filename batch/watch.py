@@ -59,7 +59,6 @@ from ingestd.models import CallSource, Campaign
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
-REACTING_EVENTS = frozenset({"created", "moved", "closed"})
 # What the kernel reports at all (watchdog turns this list into the inotify mask). Without it
 # every read of a landing file (two opens and closes per import), every removal after an
 # import and every write() of a copy was an event that watchdog's threads parsed in Python
@@ -69,6 +68,7 @@ REACTING_EVENTS = frozenset({"created", "moved", "closed"})
 # re-checks its size and mtime anyway.
 WATCHED_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent,
                   FileClosedEvent]
+REACTING_EVENTS = frozenset(kind.event_type for kind in WATCHED_EVENTS)
 
 
 @dataclass
