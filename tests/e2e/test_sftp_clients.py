@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import paramiko
@@ -240,13 +242,15 @@ def test_killed_client_leaves_nothing(daemon, corpus, tmp_path, client):
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env=env, start_new_session=True)
     try:
-        wait_for(lambda: any(p.stat().st_size > 0 for p in incoming.glob("*.upload")), 60,
-                 f"{client} to start writing")
+        wait_for(lambda: list(incoming.glob("*.upload")), 60, f"{client} to open its upload")
+        time.sleep(5)  # tens of KiB at the rate limit (held by the server, not yet written)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the client and its ssh, mid-transfer
         proc.wait(10)
-    wait_for(lambda: f"upload_discarded username={slug} " in daemon.log(), 20,
-             f"the server to discard {slug}'s upload")
+    discarded = wait_for(lambda: re.search(rf"upload_discarded username={slug} .* bytes=(\d+)",
+                                           daemon.log()), 20,
+                         f"the server to discard {slug}'s upload")
+    assert int(discarded.group(1)) > 0  # it was killed mid-transfer, not before
     assert not list(incoming.glob("*.upload"))
     assert not (landing(daemon) / slug / AUDIO[0]).exists()
     assert daemon.json("batch", "list", "--campaign", slug) == []
