@@ -33,69 +33,163 @@ _LENGTH = 4  # every SFTP packet starts with its length as a uint32
 
 
 class WriteTrimmer:
-    """Re-frames a client→server SFTP byte stream and trims over-long WRITE packets."""
+    """Re-frames a client→server SFTP byte stream and trims over-long WRITE packets.
+
+    Streaming: only the first bytes of each packet (up to a WRITE's data length) are read, and
+    a chunk whose packets all pass unchanged is handed on as the same object, without a copy.
+    Only the start of a packet that a chunk cuts before its fields could be read is held back.
+    """
 
     def __init__(self, max_packet: int = MAX_SFTP_PACKET_LEN) -> None:
         self.max_packet = max_packet
         self.trimmed_packets = 0
         self.trimmed_bytes = 0
-        self._pending = bytearray()
+        self._head = bytearray()  # the start of a packet not yet decided on
+        self._keep = 0  # bytes of the current packet still to pass on
+        self._drop = 0  # bytes of the current packet to cut after those
         self._passthrough = False
 
     def feed(self, data: bytes) -> bytes:
-        """The whole packets completed by ``data``, repaired; a partial packet is held back."""
+        """The bytes of ``data`` to pass on, repaired; the undecided start of a packet is held
+        back."""
         if self._passthrough:
             return data
-        self._pending += data
-        out = bytearray()
-        while len(self._pending) >= _LENGTH:
-            length = int.from_bytes(self._pending[:_LENGTH], "big")
-            if length > self.max_packet:
+        view = memoryview(data)
+        pieces: list[bytes | memoryview] = []
+        run = 0  # where the current stretch of unchanged input bytes began
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._keep:
+                step = min(self._keep, end - pos)
+                self._keep -= step
+                pos += step
+                continue
+            if self._drop:
+                pieces.append(view[run:pos])
+                step = min(self._drop, end - pos)
+                self._drop -= step
+                self.trimmed_bytes += step
+                pos = run = pos + step
+                continue
+            # The start of a packet: decide on it from this chunk if it holds the fields,
+            # else gather them in ``_head``.
+            if self._head:
+                pieces.append(view[run:pos])
+                pos = run = self._gather(view, pos, end)
+                head = bytes(self._head)
+            else:
+                head = view[pos:]
+            try:
+                decision = self._decide(head)
+            except _TooLong:
                 # Not ours to judge: asyncssh refuses it, and nothing after it is read anyway.
                 self._passthrough = True
-                out += self.flush()
-                break
-            if len(self._pending) < _LENGTH + length:
-                break
-            packet = self._trim(bytes(self._pending[_LENGTH:_LENGTH + length]))
-            del self._pending[:_LENGTH + length]
-            out += len(packet).to_bytes(_LENGTH, "big") + packet
-        return bytes(out)
+                pieces += [view[run:pos], self._take_head(), view[pos:]]
+                return b"".join(pieces)
+            if decision is None:  # the chunk ends inside the fields
+                pieces.append(view[run:pos])
+                self._head += view[pos:]
+                pos = run = end
+                continue
+            keep, drop = decision
+            if self._head:
+                held = self._take_head()
+                if drop:
+                    held = _with_length(held, keep)
+                pieces.append(held)
+                self._keep, self._drop = keep - len(held), drop
+            elif drop:
+                pieces += [view[run:pos], (keep - _LENGTH).to_bytes(_LENGTH, "big")]
+                pos = run = pos + _LENGTH
+                self._keep, self._drop = keep - _LENGTH, drop
+            else:
+                self._keep = keep
+            if drop:
+                self.trimmed_packets += 1
+        if run == 0 and not pieces:
+            return data  # every byte passes unchanged: no copy
+        pieces.append(view[run:end])
+        return b"".join(pieces)
 
     def flush(self) -> bytes:
         """Whatever is held back, unchanged (the stream ended in the middle of a packet)."""
-        rest = bytes(self._pending)
-        self._pending.clear()
-        return rest
+        return self._take_head()
 
-    def _trim(self, packet: bytes) -> bytes:
-        end = _write_data_end(packet)
-        if end is None or end == len(packet):
-            return packet
-        self.trimmed_packets += 1
-        self.trimmed_bytes += len(packet) - end
-        return packet[:end]
+    def _gather(self, view: memoryview, pos: int, end: int) -> int:
+        """Add to ``_head`` what the decision on its packet still needs; the new position."""
+        while pos < end:
+            need = _fields_needed(self._head)
+            if need <= len(self._head):
+                break
+            step = min(need - len(self._head), end - pos)
+            self._head += view[pos:pos + step]
+            pos += step
+        return pos
+
+    def _take_head(self) -> bytes:
+        head = bytes(self._head)
+        self._head.clear()
+        return head
+
+    def _decide(self, head: bytes | memoryview) -> tuple[int, int] | None:
+        """(bytes to pass on, bytes to cut) of the packet ``head`` starts, counting its length
+        field; None while the fields that decide are not all there."""
+        if len(head) < _LENGTH:
+            return None
+        length = _uint32(head, 0)
+        if length > self.max_packet:
+            raise _TooLong
+        if len(head) < _fields_needed(head):
+            return None
+        total = _LENGTH + length
+        end = _write_data_end(head, total)
+        if end is None or end == total:
+            return total, 0
+        return end, total - end
 
 
-def _write_data_end(packet: bytes) -> int | None:
-    """Where a WRITE packet's data string ends; None for other packets or fields that overrun.
+class _TooLong(Exception):
+    """A packet longer than any asyncssh accepts."""
 
-    Layout (draft-ietf-secsh-filexfer-02): byte type, uint32 id, string handle, uint64 offset,
-    string data — each string a uint32 length and its bytes.
-    """
-    if not packet or packet[0] != FXP_WRITE:
+
+# A packet's fields, counting its length: uint32 length, byte type, uint32 id, string handle,
+# uint64 offset, string data (draft-ietf-secsh-filexfer-02) — each string a uint32 and bytes.
+_TYPE_AT = _LENGTH
+_HANDLE_AT = _LENGTH + 1 + 4
+
+
+def _fields_needed(head: bytes | memoryview) -> int:
+    """How many bytes of the packet must be read to decide on it (at most all of it)."""
+    if len(head) < _LENGTH:
+        return _LENGTH
+    total = _LENGTH + _uint32(head, 0)
+    if len(head) <= _TYPE_AT or head[_TYPE_AT] != FXP_WRITE:
+        return min(total, _TYPE_AT + 1)
+    if len(head) < _HANDLE_AT + _LENGTH:
+        return min(total, _HANDLE_AT + _LENGTH)
+    data_at = _HANDLE_AT + _LENGTH + _uint32(head, _HANDLE_AT) + 8
+    return min(total, data_at + _LENGTH)
+
+
+def _write_data_end(head: bytes | memoryview, total: int) -> int | None:
+    """Where a WRITE packet's data string ends; None for other packets or fields that overrun
+    the packet (asyncssh judges those)."""
+    if total <= _TYPE_AT or head[_TYPE_AT] != FXP_WRITE or total < _HANDLE_AT + _LENGTH:
         return None
-    handle_at = 1 + 4
-    offset_at = handle_at + _LENGTH + _uint32(packet, handle_at)
-    data_at = offset_at + 8
-    if data_at + _LENGTH > len(packet):
+    data_at = _HANDLE_AT + _LENGTH + _uint32(head, _HANDLE_AT) + 8
+    if data_at + _LENGTH > total:
         return None
-    end = data_at + _LENGTH + _uint32(packet, data_at)
-    return end if end <= len(packet) else None
+    end = data_at + _LENGTH + _uint32(head, data_at)
+    return end if end <= total else None
 
 
-def _uint32(packet: bytes, at: int) -> int:
-    return int.from_bytes(packet[at:at + _LENGTH], "big")
+def _uint32(buf: bytes | memoryview, at: int) -> int:
+    return int.from_bytes(buf[at:at + _LENGTH], "big")
+
+
+def _with_length(head: bytes, keep: int) -> bytes:
+    """``head`` with its length field set for a packet cut to ``keep`` bytes."""
+    return (keep - _LENGTH).to_bytes(_LENGTH, "big") + head[_LENGTH:]
 
 
 class TrimmingSftpSession(SSHServerStreamSession):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sftp_server.framing import WriteTrimmer
 
@@ -79,3 +82,37 @@ def test_oversized_length_switches_to_passthrough():
     huge = struct.pack(">I", 10_000) + b"\x06" + b"a" * 20
     assert trimmer.feed(huge) == huge
     assert trimmer.feed(write(b"x", trailing=b"junk")) == write(b"x", trailing=b"junk")
+
+
+def test_chunks_of_well_formed_packets_are_handed_on_without_a_copy():
+    # 32 KiB WRITEs arrive split over SSH channel packets; none needs repair, so every chunk is
+    # passed on as the very object received (the copies were 6 % of the SFTP process's CPU).
+    stream = INIT + b"".join(write(bytes(32768), request_id=n) for n in range(4)) + CLOSE
+    trimmer = WriteTrimmer()
+    chunks = [stream[i:i + 32768] for i in range(0, len(stream), 32768)]
+    assert all(trimmer.feed(chunk) is chunk for chunk in chunks)
+
+
+@st.composite
+def sftp_packets(draw) -> tuple[bytes, bytes]:
+    """One client packet as sent, and as asyncssh must receive it."""
+    kind = draw(st.sampled_from(["write", "write_trailing", "other"]))
+    if kind == "other":
+        raw = packet(draw(st.sampled_from([1, 3, 4, 17])), draw(st.binary(max_size=40)))
+        return raw, raw
+    handle, data = draw(st.binary(max_size=8)), draw(st.binary(max_size=300))
+    body = struct.pack(">I", 5) + string(handle) + struct.pack(">Q", 0) + string(data)
+    trailing = draw(st.binary(min_size=1, max_size=30)) if kind == "write_trailing" else b""
+    return packet(6, body + trailing), packet(6, body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(packets=st.lists(sftp_packets(), max_size=8), cuts=st.lists(st.integers(0, 3000)))
+def test_any_stream_cut_anywhere_comes_out_repaired(packets, cuts):
+    sent = b"".join(raw for raw, _ in packets)
+    expected = b"".join(repaired for _, repaired in packets)
+    trimmer = WriteTrimmer()
+    bounds = sorted({0, len(sent), *(c for c in cuts if c < len(sent))})
+    out = b"".join(trimmer.feed(sent[a:b]) for a, b in itertools.pairwise(bounds))
+    assert out + trimmer.flush() == expected
+    assert trimmer.trimmed_bytes == len(sent) - len(expected)
