@@ -26,6 +26,8 @@ import asyncssh
 from asyncssh.sftp import MAX_SFTP_PACKET_LEN, MIN_SFTP_VERSION
 from asyncssh.stream import SSHServerStreamSession
 
+from sftp_server.replies import BatchedReplies
+
 log = logging.getLogger(__name__)
 
 FXP_WRITE = 6
@@ -193,7 +195,8 @@ def _with_length(head: bytes, keep: int) -> bytes:
 
 
 class TrimmingSftpSession(SSHServerStreamSession):
-    """asyncssh's SFTP-only session, fed through a :class:`WriteTrimmer`.
+    """asyncssh's SFTP-only session, fed through a :class:`WriteTrimmer`, its replies sent
+    through :class:`~sftp_server.replies.BatchedReplies`.
 
     Built as ``listen(sftp_factory=…)`` builds it (no shell, no exec, no scp; SFTP version 3),
     so the SFTP server behaves exactly as before for every well-formed client.
@@ -206,7 +209,7 @@ class TrimmingSftpSession(SSHServerStreamSession):
 
     def connection_made(self, chan: Any) -> None:
         self._username = str(chan.get_extra_info("username") or "")
-        super().connection_made(chan)
+        super().connection_made(BatchedReplies(chan))
 
     def data_received(self, data: Any, datatype: asyncssh.DataType) -> None:
         if datatype is None and isinstance(data, bytes):
