@@ -46,13 +46,6 @@ EVENT_DELAY_SECONDS = 0.05
 DUE_SLACK_SECONDS = 0.05
 # Files imported per worker-thread call: a stop waits for at most one chunk.
 IMPORT_CHUNK = 200
-# A woken route pass starts no sooner than this many times the last one's length after it ended.
-# A pass costs about the same however few files it routes (a transaction per scope, the scope's
-# open batches read each time), and under an upload burst the wakes come every tenth of a
-# second: 8 clients uploading into 8 folders spent a quarter of the main process's CPU on
-# routing. With the gap, routing takes at most a third of a thread; a pass on an idle daemon
-# takes milliseconds, so its gap goes unnoticed.
-ROUTE_PASS_GAP_FACTOR = 2.0
 
 
 class Sweeper:
@@ -70,7 +63,6 @@ class Sweeper:
         self._timer_due = self._timer_first_due = 0.0
         self._later: list[float] = []  # wakes asked for after the pending timer (a heap)
         self._queued = False  # a woken tick waits for the lock: later wakes ride along
-        self._quiet_until = 0.0  # loop time before which no woken route pass starts
         self._tasks: set[asyncio.Task[None]] = set()
         self._scan_wanted = True  # the first pass after start-up walks the whole tree
         self._changed_paths: set[str] = set()  # named by filesystem events since the last pass
@@ -235,16 +227,10 @@ class Sweeper:
         task.add_done_callback(self._tasks.discard)
 
     async def _woken_tick(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
             async with self._lock:
-                # Still queued while it waits: the wakes meanwhile ride along with this pass.
-                await asyncio.sleep(max(0.0, self._quiet_until - loop.time()))
                 self._queued = False
-                started = loop.time()
                 await self._route_pass()
-                ended = loop.time()
-                self._quiet_until = ended + ROUTE_PASS_GAP_FACTOR * (ended - started)
             self._kick_import()
         except Exception:
             log.exception("sweep_failed trigger=wake")

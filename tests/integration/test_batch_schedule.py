@@ -14,7 +14,7 @@ from conftest import make_campaign
 from sqlmodel import select
 
 from batch.schedule import start_scheduler, stop_scheduler
-from batch.sweeper import ROUTE_PASS_GAP_FACTOR, Sweeper
+from batch.sweeper import Sweeper
 from ingestd.clock import ManualClock, SystemClock
 from ingestd.config import Settings
 from ingestd.db import Database
@@ -166,37 +166,6 @@ def test_a_steady_stream_of_wakes_never_postpones_a_pass_for_long(db: Database, 
     asyncio.run(scenario())
     gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
     assert len(times) > 5 and max(gaps) < 0.5, gaps
-
-
-def test_a_slow_pass_is_followed_by_a_quiet_gap_that_later_wakes_share(
-        db: Database, clock, settings: Settings) -> None:
-    """A pass that took 0.2 s (a busy daemon) keeps the next woken one ROUTE_PASS_GAP_FACTOR
-    times as long away, and the wakes in between share that one pass."""
-    make_campaign(db, clock, "acme")
-    recorder = LandingRecorder(db, clock, 0, settings.sftp.ignore_patterns)
-    intake = Intake(db, LocalStorage(settings.storage_path), settings.limits, clock)
-    spans: list[tuple[float, float]] = []
-
-    class SlowSweeper(Sweeper):
-        async def _route_pass(self) -> None:
-            loop = asyncio.get_running_loop()
-            started = loop.time()
-            await asyncio.sleep(0.2)
-            spans.append((started, loop.time()))
-
-    async def scenario() -> None:
-        sweeper = SlowSweeper(db, intake, recorder, settings, clock)
-        sweeper.wake()
-        await wait_for(lambda: len(spans) == 1)
-        for _ in range(5):  # an upload burst right after the pass
-            sweeper.wake()
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.8)
-        await sweeper.aclose()
-    asyncio.run(scenario())
-    assert len(spans) == 2, spans
-    (_, first_end), (second_start, _) = spans
-    assert second_start - first_end >= ROUTE_PASS_GAP_FACTOR * 0.2 - 0.01
 
 
 def test_a_wake_due_now_is_not_held_back_by_a_later_pending_one(sweeper: CountingSweeper) -> None:
