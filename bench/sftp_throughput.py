@@ -1,14 +1,19 @@
 """SFTP throughput, ingestd beside OpenSSH: same client (``sftp -b``), same cipher, same files.
 
 Four shapes: (a) one big file, (b) many 1 MiB files, (c) many 4 KiB files, (d) several clients
-at once. Each shape is uploaded in ``rounds`` (default 3) to both servers, interleaved and in
-alternating order (OpenSSH first in the first round, ingestd first in the second…); after each
+at once. Each shape is uploaded in ``rounds`` (default 3) to each server, interleaved, each
+round in another order (OpenSSH first in the first round, ingestd in the second…); after each
 ingestd upload the bench waits until ingestd has imported every file (hash, store, rows), so no
 upload overlaps another one's work. The figure of each side is its median round, so the ratio
-compares the two under the same conditions: single runs on this 2-core VM move by +-25 % and
+compares them under the same conditions: single runs on this 2-core VM move by +-25 % and
 more (one OpenSSH (c) run gave 827 files/s, the next 1488), with the machine's state, not the
 server. Every round's figures are in the note, with the median server CPU per file (daemon plus
 its ffprobe children; sshd plus its session processes).
+
+A third server takes part in every round as calibration: a bare asyncssh SFTP server with no
+ingestion work (``bare_asyncssh.py``). Its ratio to OpenSSH is the ceiling of ingestd's on the
+machine of the run. Shape (d) is measured once more against a daemon with two SFTP processes
+(``sftp.processes = 2``): how the SFTP side scales past one core.
 
 ingestd runs here with the duration limits opened (4 KiB files are 0.5 s long, the 1 GiB file
 is over the default 500 MB size limit) so that every upload is imported, not rejected.
@@ -26,6 +31,7 @@ from pathlib import Path
 from statistics import median
 
 import recordings
+from bare_asyncssh import BareAsyncssh
 from daemon import BenchDaemon, cpu_seconds
 from figures import Figure, at_least
 from spy import sample
@@ -34,6 +40,11 @@ from sshd import OpenSshPeer, parallel_uploads
 log = logging.getLogger("bench.sftp")
 MIB = 1 << 20
 PROFILE_SECONDS = 10
+# 4 KiB files are 0.5 s long, the 1 GiB file is over the default 500 MB size limit.
+LIMITS_OPENED = dict(limits__min_duration_seconds=0, limits__max_duration_seconds=10_000_000,
+                     limits__max_file_bytes=4 << 30)
+# Shapes of at most this many files are deleted right after they are measured (see _clear).
+CLEAR_AT_ONCE = 10
 
 
 @dataclass(frozen=True)
@@ -87,25 +98,38 @@ def _scripts(work: Path, side: str, folders: list[Path], dest_root: str) -> list
 
 def run(work: Path, key: Path, quick: bool, big_mib: int | None = None,
         profile: bool = False, rounds: int = 3) -> list[Figure]:
-    """Measure every shape against both servers; one figure per shape plus import rates.
+    """Measure every shape against OpenSSH (and the bare asyncssh calibration server); one
+    figure per shape plus import rates, then shape (d) again with two SFTP processes.
 
     ``profile``: a py-spy sample of the daemon while it receives the small files (c), in the
     first round."""
     peer = OpenSshPeer(work / "sshd", key)
-    daemon = BenchDaemon(work / "ingestd", limits__min_duration_seconds=0,
-                         limits__max_duration_seconds=10_000_000,
-                         limits__max_file_bytes=4 << 30)
+    bare = BareAsyncssh(work / "asyncssh", key)
+    daemon = BenchDaemon(work / "ingestd", **LIMITS_OPENED)
     figures: list[Figure] = []
     peer.start()
+    bare.start()
     try:
         daemon.start()
         daemon.add_campaign("bench", "--batch-window", "2", "--no-auto-process", user_key=key)
         for shape in shapes(quick, big_mib):
             figures.extend(_measure(work, key, shape, peer, daemon, rounds,
-                                    profile and shape.key == "c"))
+                                    profile and shape.key == "c", bare))
+            if shape.files * shape.clients <= CLEAR_AT_ONCE:
+                _clear(peer.uploads, bare.uploads)  # the big file: its space back at once
+        daemon.stop()
+        # One Python process uses one core: the SFTP side scales past it with more processes.
+        daemon = BenchDaemon(work / "ingestd-2", sftp__processes=2, **LIMITS_OPENED)
+        daemon.start()
+        daemon.add_campaign("bench", "--batch-window", "2", "--no-auto-process", user_key=key)
+        parallel = next(s for s in shapes(quick, big_mib) if s.clients > 1)
+        figures.extend(_measure(work, key, parallel, peer, daemon, rounds, False, None,
+                                " with sftp.processes = 2")[:1])
     finally:
         daemon.stop()
+        bare.stop()
         peer.stop()
+        _clear(peer.uploads, bare.uploads)
     return figures
 
 
@@ -121,28 +145,32 @@ class Round:
 
 
 def _measure(work: Path, key: Path, shape: Shape, peer: OpenSshPeer, daemon: BenchDaemon,
-             rounds: int, profile: bool) -> list[Figure]:
-    log.info("sftp %s: preparing %d bytes of files", shape.label, shape.total_bytes)
+             rounds: int, profile: bool, bare: BareAsyncssh | None,
+             variant: str = "") -> list[Figure]:
+    log.info("sftp %s%s: preparing %d bytes of files", shape.label, variant, shape.total_bytes)
     folders = prepare(work, shape)
     os.sync()  # the new files' writeback must not fall into the first round's uploads
     count = shape.files * shape.clients
-    theirs: list[Round] = []
-    ours: list[Round] = []
+    sides = ["openssh", "ingestd", *(["asyncssh"] if bare else [])]
+    results: dict[str, list[Round]] = {side: [] for side in sides}
     profile_lines: list[str] = []
     for number in range(rounds):
-        for side in ("openssh", "ingestd") if number % 2 == 0 else ("ingestd", "openssh"):
+        # Each round in another order: no server always goes first.
+        for side in sides[number % len(sides):] + sides[:number % len(sides)]:
             if side == "openssh":
-                theirs.append(_upload_openssh(work, key, shape, peer, folders, number))
+                result = _upload_openssh(work, key, shape, peer, folders, number)
+            elif side == "asyncssh":
+                assert bare is not None
+                result = _upload_bare(work, key, shape, bare, folders, number)
             else:
                 spied = profile_lines if profile and number == 0 else None
-                ours.append(_upload_ingestd(work, key, shape, daemon, folders, number, spied))
-        log.info("sftp %s round %d: OpenSSH %.2f s, ingestd %.2f s (all imported after %.2f s)",
-                 shape.label, number + 1, theirs[-1].seconds, ours[-1].seconds,
-                 (ours[-1].imported_at or 0) - ours[-1].started)
-    # Only now, and flushed before the next shape: removing thousands of files just before an
-    # upload slowed that upload by up to half (ext4 journal work), whichever server it went to.
-    _clear(peer.uploads)
-    os.sync()
+                result = _upload_ingestd(work, key, shape, daemon, folders, number, spied)
+            results[side].append(result)
+        log.info("sftp %s%s round %d: %s (ingestd all imported after %.2f s)", shape.label,
+                 variant, number + 1,
+                 ", ".join(f"{side} {results[side][-1].seconds:.2f} s" for side in sides),
+                 (results["ingestd"][-1].imported_at or 0) - results["ingestd"][-1].started)
+    ours, theirs = results["ingestd"], results["openssh"]
     failed = daemon.file_counts("bench/").get("FAILED", 0)
     mb = shape.total_bytes / 1e6
     ours_s, theirs_s = median(r.seconds for r in ours), median(r.seconds for r in theirs)
@@ -156,14 +184,26 @@ def _measure(work: Path, key: Path, shape: Shape, peer: OpenSshPeer, daemon: Ben
     if failed:
         note += f"; {failed} files FAILED import so far"
     to_imported = median(count / ((r.imported_at or 0) - r.started) for r in ours)
-    return [
-        Figure(f"SFTP {shape.label}", mb / ours_s, "MB/s", peer=mb / theirs_s,
+    figures = [
+        Figure(f"SFTP {shape.label}{variant}", mb / ours_s, "MB/s", peer=mb / theirs_s,
                target=f">= {shape.target}x",
                passed=at_least(theirs_s / ours_s, shape.target), note=note,
                details=profile_lines),
         Figure(f"SFTP {shape.label}: upload to all imported", to_imported, "files/s",
                note="ingestd only: client start to the last file COMPLETED (median round)"),
     ]
+    if bare is not None:
+        plain = results["asyncssh"]
+        plain_s = median(r.seconds for r in plain)
+        figures.append(Figure(
+            f"SFTP {shape.label}: bare asyncssh", mb / plain_s, "MB/s", peer=mb / theirs_s,
+            note=f"calibration, not ingestd: asyncssh's SFTPServer with no ingestion work, "
+                 f"the ceiling of ingestd's ratio here; server CPU per file "
+                 f"{1000 * median(r.cpu for r in plain) / count:.2f} ms; per round "
+                 f"asyncssh/OpenSSH files/s: "
+                 + ", ".join(f"{count / p.seconds:.3g}/{count / t.seconds:.3g}"
+                             for p, t in zip(plain, theirs, strict=True))))
+    return figures
 
 
 def _upload_openssh(work: Path, key: Path, shape: Shape, peer: OpenSshPeer,
@@ -180,6 +220,21 @@ def _upload_openssh(work: Path, key: Path, shape: Shape, peer: OpenSshPeer,
     if received != shape.total_bytes:
         raise RuntimeError(f"OpenSSH received {received} of {shape.total_bytes} bytes")
     return Round(seconds, sshd_cpu)
+
+
+def _upload_bare(work: Path, key: Path, shape: Shape, bare: BareAsyncssh,
+                 folders: list[Path], number: int) -> Round:
+    """One round to the bare asyncssh server, into folders of its own."""
+    dest = f"/{shape.key}-r{number}"
+    server_cpu = cpu_seconds(bare.proc.pid) if bare.proc else 0.0
+    seconds = parallel_uploads(bare.port, bare.user, key,
+                               _scripts(work, f"asyncssh-r{number}", folders, dest))
+    server_cpu = (cpu_seconds(bare.proc.pid) if bare.proc else 0.0) - server_cpu
+    received = sum(p.stat().st_size for p in bare.uploads.glob(f"{dest[1:]}-c*/*")
+                   if p.is_file())
+    if received != shape.total_bytes:
+        raise RuntimeError(f"bare asyncssh received {received} of {shape.total_bytes} bytes")
+    return Round(seconds, server_cpu)
 
 
 def _upload_ingestd(work: Path, key: Path, shape: Shape, daemon: BenchDaemon,
@@ -203,6 +258,11 @@ def _upload_ingestd(work: Path, key: Path, shape: Shape, daemon: BenchDaemon,
     return Round(seconds, upload_cpu, imported_at, started, cpu_seconds(daemon.pid) - daemon_cpu)
 
 
-def _clear(folder: Path) -> None:
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True, exist_ok=True)
+def _clear(*folders: Path) -> None:
+    """Delete the peers' uploads. Only for a few files between shapes: on this VM's ext4 (no
+    journal) every file created in the minute after thousands were deleted took 0.2-0.46 ms
+    instead of 0.013 ms (the kernel passes over each recently freed inode: ``recently_deleted``
+    in ``perf``), whichever server created it; so many-file shapes are deleted at the end."""
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)

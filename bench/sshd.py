@@ -31,8 +31,11 @@ def make_key(path: Path) -> Path:
     return path
 
 
-class OpenSshPeer:
-    """A throwaway sshd; uploads land under ``root / "uploads"``."""
+class LoopbackServer:
+    """A throwaway SFTP server process on a free port of 127.0.0.1; uploads land under
+    ``root / "uploads"``, its output goes to ``root / log_name``."""
+
+    log_name = "server.log"
 
     def __init__(self, root: Path, client_key: Path) -> None:
         self.root = root
@@ -41,6 +44,32 @@ class OpenSshPeer:
         self.user = os.environ.get("USER") or "root"
         self.client_key = client_key
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def _spawn(self, command: list[str]) -> None:
+        """Start ``command`` with its output in the log; wait until the port answers."""
+        log = (self.root / self.log_name).open("ab")
+        self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        wait_for(self._listening, 30, f"{command[0]} to listen", every=0.05)
+
+    def _listening(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"{self.proc.args[0]} exited: "
+                               + (self.root / self.log_name).read_text())
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=15)
+            self.proc = None
+
+
+class OpenSshPeer(LoopbackServer):
+    """A throwaway sshd."""
+
+    log_name = "sshd.log"
 
     def start(self) -> None:
         if not Path(SSHD).exists():
@@ -57,23 +86,7 @@ class OpenSshPeer:
             "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no", "UseDNS no",
             "Subsystem sftp internal-sftp", "ForceCommand internal-sftp", "LogLevel ERROR",
         ]) + "\n")
-        log = (self.root / "sshd.log").open("ab")
-        self.proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log,
-                                     stderr=subprocess.STDOUT)
-        log.close()
-        wait_for(self._listening, 15, "the private sshd to listen", every=0.05)
-
-    def _listening(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise RuntimeError("sshd exited: " + (self.root / "sshd.log").read_text())
-        with socket.socket() as sock:
-            return sock.connect_ex(("127.0.0.1", self.port)) == 0
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=15)
-            self.proc = None
+        self._spawn([SSHD, "-D", "-e", "-f", str(config)])
 
 
 def sftp_upload(port: int, user: str, key: Path, commands: list[str], script: Path) -> float:
