@@ -109,7 +109,9 @@ class BatchIndex:
     """
 
     named: dict[str, dict[str, Any]]  # file name -> its manifest row, in CSV order
-    present: set[str]  # names of the batch's files, CSVs left out
+    # Names of the batch's files, CSVs left out. Of a CSV-less batch only the files routed in
+    # this transaction: its names decide nothing, so they are not read (:func:`load_scope`).
+    present: set[str]
     awaited: set[str]  # named but not present yet
 
     @classmethod
@@ -432,15 +434,21 @@ def lock_scope(session: Session, campaign_id: str, scope: str) -> None:
 
 
 def load_scope(session: Session, campaign: Campaign, scope: str) -> Scope:
-    """The scope's open batches (oldest first) with the names of their files."""
+    """The scope's open batches (oldest first) with the names of their files.
+
+    Only a CSV batch's names are read: they decide which named files it still awaits. A
+    CSV-less batch awaits no name, and reading all of its names made every route pass cost as
+    much as the batch is large (a window of uploads that never closes grew without bound).
+    """
     batches = list(session.exec(
         select(Batch).where(Batch.campaign_id == campaign.id, Batch.scope == scope,
                             col(Batch.status).in_([s.value for s in OPEN_BATCH_STATUSES]))
         .order_by(col(Batch.created_at), col(Batch.id))))
     present: dict[str, list[str]] = {b.id: [] for b in batches}
-    if batches:
+    with_csv = [b.id for b in batches if b.csv_file_id is not None]
+    if with_csv:
         query = select(IngestFile.batch_id, IngestFile.name).where(
-            col(IngestFile.batch_id).in_(present), IngestFile.kind != FileKind.CSV.value)
+            col(IngestFile.batch_id).in_(with_csv), IngestFile.kind != FileKind.CSV.value)
         for batch_id, name in session.exec(query):
             present[batch_id or ""].append(name)
     index = {b.id: BatchIndex.of(b.manifest_rows, present[b.id]) for b in batches}

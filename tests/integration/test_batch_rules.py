@@ -14,10 +14,10 @@ from sqlalchemy import text
 from sqlmodel import select
 from test_batch_sweeper import Rig, only, rig  # noqa: F401 - rig is a fixture
 
-from batch import control
+from batch import control, routing
 from ingestd import errors
 from ingestd.clock import ManualClock
-from ingestd.models import Agent, IngestFile
+from ingestd.models import Agent, Campaign, IngestFile
 
 HEADER = "file_name,agent_code,call_date,client_reference,call_type"
 WINDOW = 60
@@ -320,3 +320,21 @@ def test_retry_refuses_a_batch_that_is_not_failed_or_incomplete(acme: Rig,
     with pytest.raises(errors.Conflict, match="only a FAILED or INCOMPLETE batch"):
         control.retry(acme.db, clock, acme.settings.landing_path, acme.settings.rejected_path,
                       batch.id)
+
+
+def test_route_pass_reads_the_names_of_csv_batches_only(acme: Rig) -> None:
+    """A CSV-less batch awaits no name: a route pass does not read its files' names, so its
+    cost stays the same however many uploads the open window has gathered."""
+    acme.land(manifest("a.wav,,,,", "b.wav,,,,"), "m.csv")
+    acme.land(tone(1), "a.wav")
+    acme.land(tone(2), "z.wav")  # named by no CSV
+    acme.tick()
+    with acme.db.session() as session:
+        campaign = session.exec(select(Campaign).where(Campaign.slug == "acme")).one()
+        scope = routing.load_scope(session, campaign, "acme")
+        index = {b.csv_file: scope.index[b.id] for b in scope.batches}
+    assert set(index) == {"m.csv", None}
+    assert (index["m.csv"].present, index["m.csv"].awaited) == ({"a.wav"}, {"b.wav"})
+    assert index[None].present == set()
+    assert acme.files()["z.wav"].batch_id == only(
+        [b for b in acme.batches() if b.csv_file is None]).id
