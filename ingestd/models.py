@@ -206,7 +206,11 @@ class IngestFile(SQLModel, table=True):
 
     __tablename__ = "files"
     __table_args__ = (
-        Index("ix_files_landing_path", "landing_path"),
+        # The status beside the path and the batch: a scope's open batch holds thousands of
+        # waiting rows of one status, and with the status alone indexed SQLite read every one
+        # of them to record a few landed paths or to find the files ready for routing.
+        Index("ix_files_landing_path_status", "landing_path", "status"),
+        Index("ix_files_ready", "status", "batch_id", "stable_at"),
         Index("ix_files_scope_name", "scope", "name"),
         # One waiting row per landed file, even when the SFTP close and a landing scan record
         # it at the same moment (ingestd.landing retries the loser as an update).
