@@ -78,15 +78,25 @@ class Lifecycle:
         return outcome
 
     def importable(self) -> list[str]:
-        """Ids of audio files waiting in processing batches whose bytes are stable."""
+        """Ids of audio files waiting in processing batches whose bytes are stable.
+
+        The processing batches first, then their files by batch (``ix_files_ready``): joined in
+        one query, SQLite started from the files and read every waiting file of every open
+        batch on each pass.
+        """
         now = self.clock.now()
-        query = (select(IngestFile.id).join(Batch, col(Batch.id) == col(IngestFile.batch_id))
-                 .where(Batch.status == BatchStatus.PROCESSING.value,
-                        IngestFile.kind == FileKind.AUDIO.value,
-                        col(IngestFile.status).in_(WAITING_FILE_STATUSES),
-                        col(IngestFile.stable_at).is_not(None), col(IngestFile.stable_at) <= now)
-                 .order_by(col(IngestFile.created_at), col(IngestFile.id)))
         with self.db.session() as session:
+            processing = list(session.exec(
+                select(Batch.id).where(Batch.status == BatchStatus.PROCESSING.value)))
+            if not processing:
+                return []
+            query = (select(IngestFile.id)
+                     .where(col(IngestFile.batch_id).in_(processing),
+                            IngestFile.kind == FileKind.AUDIO.value,
+                            col(IngestFile.status).in_(WAITING_FILE_STATUSES),
+                            col(IngestFile.stable_at).is_not(None),
+                            col(IngestFile.stable_at) <= now)
+                     .order_by(col(IngestFile.created_at), col(IngestFile.id)))
             return list(session.exec(query))
 
     def next_due(self) -> datetime | None:

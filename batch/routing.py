@@ -484,14 +484,21 @@ def late_batches(session: Session, campaign_id: str, scope: str) -> dict[str, Ba
 
 
 def eligible_orphans(session: Session, scope: Scope, batch: Batch) -> list[FileRow]:
-    """Audio files of the scope left waiting in failed batches that this CSV names."""
+    """Audio files of the scope left waiting in failed batches that this CSV names.
+
+    The scope's failed batches first, then their waiting files by batch: joined in one query,
+    SQLite read every waiting file of every open batch to find them.
+    """
     index = scope.index[batch.id]
     present = set(index.present)
-    query = (select_files().join(Batch, col(Batch.id) == col(IngestFile.batch_id))
-             .where(IngestFile.campaign_id == scope.campaign.id, IngestFile.scope == scope.name,
-                    IngestFile.kind == FileKind.AUDIO.value,
-                    IngestFile.status == FileStatus.DETECTED.value,
-                    Batch.status == BatchStatus.FAILED.value)
+    failed = list(session.exec(
+        select(Batch.id).where(Batch.campaign_id == scope.campaign.id, Batch.scope == scope.name,
+                               Batch.status == BatchStatus.FAILED.value)))
+    if not failed:
+        return []
+    query = (select_files()
+             .where(col(IngestFile.batch_id).in_(failed), IngestFile.kind == FileKind.AUDIO.value,
+                    IngestFile.status == FileStatus.DETECTED.value)
              .order_by(col(IngestFile.created_at)))
     orphans: list[FileRow] = []
     for f in scope.read_files(session, query):

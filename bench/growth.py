@@ -4,7 +4,8 @@ Runs the product's own sweeper in this process (``batch.sweeper.Sweeper`` over
 ``ingestd.db.Database``, the same code the daemon runs) against SQLite and PostgreSQL. For each
 database: time an idle tick and a new 10-file CSV batch (scan, route, import, close, ticks run
 back to back until it is ``COMPLETED``) on the empty schema; bulk-insert N old batches' worth of
-``COMPLETED`` files and calls (``growth_fixture``); time both again. Every statement the hot
+``COMPLETED`` files and calls and an open batch of N/50 files still waiting
+(``growth_fixture``); time both again. Every statement the hot
 path ran is captured and its plan printed (``EXPLAIN QUERY PLAN`` / ``EXPLAIN``); a plan that
 scans a growing table without an index is listed as a finding.
 """
@@ -77,7 +78,7 @@ async def _measure(label: str, url: str, root: Path, rows: int) -> list[Figure]:
         full_batch = await _new_batch(sweeper, db, settings, "full")
     plans, scans = explain(db, statements.seen)
     db.dispose()
-    n = f"{rows:,}"
+    n = f"{rows:,}"  # and rows // WAITING_SHARE waiting files
     return [
         Figure(f"growth {label}: idle sweep, {n} rows vs empty", full_idle * 1000, "ms",
                peer=empty_idle * 1000, target="<= 2x", passed=full_idle <= 2 * empty_idle,

@@ -3,8 +3,11 @@
 ``INSERT … SELECT`` over a generated sequence (a recursive CTE on SQLite, ``generate_series``
 on PostgreSQL) writes N ``COMPLETED`` calls, their N ``COMPLETED`` files and the N/1000
 ``COMPLETED`` batches that held them, all in one campaign (the worst case for per-campaign
-duplicate checks), with distinct names, references and sha256s. PostgreSQL is then ``ANALYZE``d,
-as autovacuum would do on a live server after such growth.
+duplicate checks), with distinct names, references and sha256s. Beside that history, one open
+CSV-less batch whose window has not ended holds N/50 files still waiting (``DETECTED``): every
+landed file waits so until its batch is imported, and a long window gathers thousands. An index
+on the status alone finds nothing quickly among them. PostgreSQL is then ``ANALYZE``d, as
+autovacuum would do on a live server after such growth.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ingestd.db import Database
 from ingestd.models import Campaign
 
 FILES_PER_BATCH = 1000
+WAITING_SHARE = 50  # one waiting file per this many imported ones
 SQLITE_STAMP = "'2025-01-01 00:00:00.000000'"
 PG_STAMP = "TIMESTAMP '2025-01-01 00:00:00'"
 
@@ -55,18 +59,21 @@ def campaign(db: Database) -> str:
 
 
 def fill(db: Database, campaign_id: str, rows: int) -> None:
-    """Insert ``rows`` calls and files (and their batches) in three statements."""
+    """Insert ``rows`` calls and files (and their batches), and the open batch's waiting files,
+    in five statements."""
     sqlite = db.is_sqlite
     batches = max(1, rows // FILES_PER_BATCH)
     with db.engine.begin() as conn:
-        for table, count in (("batches", batches), ("calls", rows), ("files", rows)):
+        for table, count in (("batches", batches), ("calls", rows), ("files", rows),
+                             ("open_batch", 1), ("waiting_files", rows // WAITING_SHARE)):
             conn.execute(text(_insert(table, count, sqlite)), {"cmp": campaign_id})
         if not sqlite:
             conn.execute(text("ANALYZE"))
 
 
-def _insert(table: str, count: int, sqlite: bool) -> str:
-    columns, values = zip(*_columns(table, sqlite).items(), strict=True)
+def _insert(part: str, count: int, sqlite: bool) -> str:
+    columns, values = zip(*_columns(part, sqlite).items(), strict=True)
+    table = {"open_batch": "batches", "waiting_files": "files"}.get(part, part)
     select = f"SELECT {', '.join(values)} FROM "
     if sqlite:
         return (f"WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq "
@@ -76,9 +83,10 @@ def _insert(table: str, count: int, sqlite: bool) -> str:
 
 
 def _columns(table: str, sqlite: bool) -> dict[str, str]:
-    """Column -> SQL expression of ``n`` (1…count) for each table of the fixture."""
+    """Column -> SQL expression of ``n`` (1…count) for each part of the fixture."""
     batch_of = f"(n - 1) / {FILES_PER_BATCH}"
     stamp = SQLITE_STAMP if sqlite else PG_STAMP
+    far = "'2099-01-01 00:00:00.000000'" if sqlite else "TIMESTAMP '2099-01-01 00:00:00'"
     sha = ("substr('0000000000000000000000000000000000000000000000000000000000000000' || n, -64)"
            if sqlite else "lpad(n::text, 64, '0')")
     empty_list, empty_map = "CAST('[]' AS JSON)", "CAST('{}' AS JSON)"
@@ -87,6 +95,15 @@ def _columns(table: str, sqlite: bool) -> dict[str, str]:
         return {**common, "id": "'bat_old_' || (n - 1)", "scope": "'growth/old-' || (n - 1)",
                 "status": "'COMPLETED'", "manifest_rows": empty_list, "missing": empty_list,
                 "deadline": stamp, "closed_at": stamp}
+    if table == "open_batch":
+        return {**common, "id": "'bat_open'", "scope": "'growth/open'", "status": "'DETECTING'",
+                "manifest_rows": empty_list, "missing": empty_list, "deadline": far}
+    if table == "waiting_files":
+        return {**common, "id": "'fil_wait_' || n", "scope": "'growth/open'",
+                "name": "'wait-' || n || '.wav'",
+                "landing_path": "'growth/open/wait-' || n || '.wav'", "kind": "'audio'",
+                "source": "'SFTP'", "size": "84044", "mtime_ns": "1", "status": "'DETECTED'",
+                "warnings": empty_list, "stable_at": stamp, "batch_id": "'bat_open'"}
     if table == "calls":
         return {**common, "id": "'call_old_' || n", "source": "'SFTP'", "status": "'COMPLETED'",
                 "file_name": "'old-' || n || '.wav'", "storage_key": "'old/' || n",

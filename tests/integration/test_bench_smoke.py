@@ -43,7 +43,10 @@ def test_growth_fixture_fits_the_schema_and_plans_flag_scans(tmp_path):
     with db.engine.connect() as conn:
         counts = [conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
                   for t in ("batches", "calls", "files")]
-    assert counts == [2, 2000, 2000]
+        waiting = conn.execute(text("SELECT count(*) FROM files WHERE status = 'DETECTED' "
+                                    "AND batch_id = 'bat_open'")).scalar()
+    assert counts == [3, 2000, 2040]
+    assert waiting == 40
     _, scans = growth.explain(db, {"SELECT id FROM files WHERE reason = ?": ("x",),
                                    "SELECT id FROM files WHERE landing_path = ?": ("y",)})
     db.dispose()
