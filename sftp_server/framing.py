@@ -7,28 +7,17 @@ framed from the buffer rather than from the data. OpenSSH's ``sftp-server`` read
 fields and ignores the rest; asyncssh checks the end of a version-3 WRITE and answers
 ``SSH_FX_BAD_MESSAGE: Unexpected data at end of packet``, so rclone cannot upload at all.
 
-asyncssh has no hook between the channel and its SFTP packet parser: an ``SFTPServer`` only
-sees decoded requests. What it does offer is ``SSHServer.session_requested``, which may return
-the session object that receives the channel's bytes. :class:`TrimmingSftpSession` is the
-session asyncssh itself builds for ``listen(sftp_factory=…)`` with one documented callback,
-``data_received``, overridden: the bytes pass through a :class:`WriteTrimmer` that re-frames
-the stream and cuts the extra bytes off such WRITE packets (the declared data is exactly what
-the client meant; the files match byte for byte). Every other packet, and anything it cannot
-parse, passes unchanged, so asyncssh still judges malformed input itself.
+An ``SFTPServer`` only sees decoded requests, so the repair happens on the bytes, before
+asyncssh parses them: the session (:class:`~sftp_server.session.SftpSession`) passes what the
+channel receives through a :class:`WriteTrimmer`, which re-frames the stream and cuts the extra
+bytes off such WRITE packets (the declared data is exactly what the client meant; the files
+match byte for byte). Every other packet, and anything it cannot parse, passes unchanged, so
+asyncssh still judges malformed input itself.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Any
-
-import asyncssh
-from asyncssh.sftp import MAX_SFTP_PACKET_LEN, MIN_SFTP_VERSION
-from asyncssh.stream import SSHServerStreamSession
-
-from sftp_server.replies import BatchedReplies
-
-log = logging.getLogger(__name__)
+from asyncssh.sftp import MAX_SFTP_PACKET_LEN
 
 FXP_WRITE = 6
 _LENGTH = 4  # every SFTP packet starts with its length as a uint32
@@ -192,40 +181,3 @@ def _uint32(buf: bytes | memoryview, at: int) -> int:
 def _with_length(head: bytes, keep: int) -> bytes:
     """``head`` with its length field set for a packet cut to ``keep`` bytes."""
     return (keep - _LENGTH).to_bytes(_LENGTH, "big") + head[_LENGTH:]
-
-
-class TrimmingSftpSession(SSHServerStreamSession):
-    """asyncssh's SFTP-only session, fed through a :class:`WriteTrimmer`, its replies sent
-    through :class:`~sftp_server.replies.BatchedReplies`.
-
-    Built as ``listen(sftp_factory=…)`` builds it (no shell, no exec, no scp; SFTP version 3),
-    so the SFTP server behaves exactly as before for every well-formed client.
-    """
-
-    def __init__(self, sftp_factory: asyncssh.SFTPServerFactory) -> None:
-        super().__init__(None, sftp_factory, MIN_SFTP_VERSION, False)
-        self._trimmer = WriteTrimmer()
-        self._username = ""
-
-    def connection_made(self, chan: Any) -> None:
-        self._username = str(chan.get_extra_info("username") or "")
-        super().connection_made(BatchedReplies(chan))
-
-    def data_received(self, data: Any, datatype: asyncssh.DataType) -> None:
-        if datatype is None and isinstance(data, bytes):
-            data = self._trimmer.feed(data)
-        if data:
-            super().data_received(data, datatype)
-
-    def eof_received(self) -> bool:
-        rest = self._trimmer.flush()
-        if rest:
-            super().data_received(rest, None)
-        return super().eof_received()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._trimmer.trimmed_packets:
-            log.info("sftp_write_packets_trimmed username=%s packets=%d bytes=%d",
-                     self._username, self._trimmer.trimmed_packets,
-                     self._trimmer.trimmed_bytes)
-        super().connection_lost(exc)

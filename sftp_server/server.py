@@ -2,7 +2,8 @@
 
 Sessions are handed out by the connection (``session_requested``) rather than by
 ``listen(sftp_factory=…)``, so that the client's bytes pass through
-:class:`~sftp_server.framing.TrimmingSftpSession` first (rclone 1.60's malformed WRITEs).
+:class:`~sftp_server.session.SftpSession` first (rclone 1.60's malformed WRITEs, replies sent
+together).
 
 The host key is generated once (ed25519, mode 0600) and read back on every later start; a key
 that cannot be read stops the start-up instead of being replaced, because clients pin it.
@@ -28,10 +29,10 @@ from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.models import Campaign, SftpUser
 from sftp_server.auth import Defender, SftpAuthServer
-from sftp_server.framing import TrimmingSftpSession
 from sftp_server.handler import LandingSftpServer
 from sftp_server.jail import Jail
 from sftp_server.recording import ChangeSink
+from sftp_server.session import SftpSession
 from sftp_server.upload import clear_incoming
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,8 @@ class _SftpConnection(SftpAuthServer):
         super().__init__(db, defender, live)
         self.sftp_factory = sftp_factory
 
-    def session_requested(self) -> TrimmingSftpSession:
-        return TrimmingSftpSession(self.sftp_factory)
+    def session_requested(self) -> SftpSession:
+        return SftpSession(self.sftp_factory)
 
 
 class _SessionFactory:

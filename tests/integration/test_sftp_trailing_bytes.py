@@ -113,7 +113,7 @@ def test_rclone_uploads_a_file_over_32_kib(server, settings, rclone, corpus, tmp
            "RCLONE_CONFIG_T_PORT": str(server.port), "RCLONE_CONFIG_T_USER": "alice",
            "RCLONE_CONFIG_T_PASS": obscured, "RCLONE_CONFIG_T_MD5SUM_COMMAND": "none",
            "RCLONE_CONFIG_T_SHA1SUM_COMMAND": "none", "PATH": "/usr/bin:/bin"}
-    caplog.set_level(logging.INFO, logger="sftp_server.framing")
+    caplog.set_level(logging.INFO, logger="sftp_server.session")
     result = subprocess.run([rclone, "copy", "--config", str(tmp_path / "rclone.conf"),
                              "--retries", "1", str(source), "t:acme"],
                             capture_output=True, text=True, timeout=120, env=env)
