@@ -438,7 +438,7 @@ def load_scope(session: Session, campaign: Campaign, scope: str) -> Scope:
 
     Only a CSV batch's names are read: they decide which named files it still awaits. A
     CSV-less batch awaits no name, and reading all of its names made every route pass cost as
-    much as the batch is large (a window of uploads that never closes grew without bound).
+    much as the batch is large: a long window of uploads made each pass slower as it filled.
     """
     batches = list(session.exec(
         select(Batch).where(Batch.campaign_id == campaign.id, Batch.scope == scope,
