@@ -19,7 +19,12 @@ from sshd import CIPHER, LoopbackServer, make_key
 
 
 class BareAsyncssh(LoopbackServer):
-    """A throwaway bare asyncssh SFTP server."""
+    """A throwaway bare asyncssh SFTP server, rooted at its uploads folder."""
+
+    label = "bare asyncssh"
+
+    def client_path(self, name: str) -> str:
+        return f"/{name}"
 
     def start(self) -> None:
         self.uploads.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ from bare_asyncssh import BareAsyncssh
 from daemon import BenchDaemon, cpu_seconds
 from figures import Figure, at_least
 from spy import sample
-from sshd import OpenSshPeer, parallel_uploads
+from sshd import LoopbackServer, OpenSshPeer, parallel_uploads
 
 log = logging.getLogger("bench.sftp")
 MIB = 1 << 20
@@ -158,10 +158,10 @@ def _measure(work: Path, key: Path, shape: Shape, peer: OpenSshPeer, daemon: Ben
         # Each round in another order: no server always goes first.
         for side in sides[number % len(sides):] + sides[:number % len(sides)]:
             if side == "openssh":
-                result = _upload_openssh(work, key, shape, peer, folders, number)
+                result = _upload_peer(work, key, shape, peer, folders, number)
             elif side == "asyncssh":
                 assert bare is not None
-                result = _upload_bare(work, key, shape, bare, folders, number)
+                result = _upload_peer(work, key, shape, bare, folders, number)
             else:
                 spied = profile_lines if profile and number == 0 else None
                 result = _upload_ingestd(work, key, shape, daemon, folders, number, spied)
@@ -206,34 +206,20 @@ def _measure(work: Path, key: Path, shape: Shape, peer: OpenSshPeer, daemon: Ben
     return figures
 
 
-def _upload_openssh(work: Path, key: Path, shape: Shape, peer: OpenSshPeer,
-                    folders: list[Path], number: int) -> Round:
-    """One round to OpenSSH, into folders of its own (kept until the shape's last round)."""
-    dest = peer.uploads / f"{shape.key}-r{number}"
-    sshd_cpu = cpu_seconds(peer.proc.pid)
-    seconds = parallel_uploads(peer.port, peer.user, key,
-                               _scripts(work, f"peer-r{number}", folders, str(dest)))
-    time.sleep(1)  # the session processes exit (and are reaped into the listener's CPU) after
-    sshd_cpu = cpu_seconds(peer.proc.pid) - sshd_cpu
-    received = sum(p.stat().st_size for p in peer.uploads.glob(f"{dest.name}-c*/*")
-                   if p.is_file())
-    if received != shape.total_bytes:
-        raise RuntimeError(f"OpenSSH received {received} of {shape.total_bytes} bytes")
-    return Round(seconds, sshd_cpu)
-
-
-def _upload_bare(work: Path, key: Path, shape: Shape, bare: BareAsyncssh,
+def _upload_peer(work: Path, key: Path, shape: Shape, server: LoopbackServer,
                  folders: list[Path], number: int) -> Round:
-    """One round to the bare asyncssh server, into folders of its own."""
-    dest = f"/{shape.key}-r{number}"
-    server_cpu = cpu_seconds(bare.proc.pid) if bare.proc else 0.0
-    seconds = parallel_uploads(bare.port, bare.user, key,
-                               _scripts(work, f"asyncssh-r{number}", folders, dest))
-    server_cpu = (cpu_seconds(bare.proc.pid) if bare.proc else 0.0) - server_cpu
-    received = sum(p.stat().st_size for p in bare.uploads.glob(f"{dest[1:]}-c*/*")
-                   if p.is_file())
+    """One round to OpenSSH or the bare asyncssh server, into folders of its own (kept until
+    the benchmark ends)."""
+    name = f"{shape.key}-r{number}"
+    scripts = _scripts(work, f"{server.label.lower().replace(' ', '-')}-r{number}", folders,
+                       server.client_path(name))
+    server_cpu = cpu_seconds(server.pid)
+    seconds = parallel_uploads(server.port, server.user, key, scripts)
+    time.sleep(server.settle_seconds)
+    server_cpu = cpu_seconds(server.pid) - server_cpu
+    received = sum(p.stat().st_size for p in server.uploads.glob(f"{name}-c*/*") if p.is_file())
     if received != shape.total_bytes:
-        raise RuntimeError(f"bare asyncssh received {received} of {shape.total_bytes} bytes")
+        raise RuntimeError(f"{server.label} received {received} of {shape.total_bytes} bytes")
     return Round(seconds, server_cpu)
 
 

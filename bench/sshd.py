@@ -35,7 +35,9 @@ class LoopbackServer:
     """A throwaway SFTP server process on a free port of 127.0.0.1; uploads land under
     ``root / "uploads"``, its output goes to ``root / log_name``."""
 
+    label = "server"  # in the bench's log lines and script names
     log_name = "server.log"
+    settle_seconds = 0.0  # wait after an upload before reading the server's CPU time
 
     def __init__(self, root: Path, client_key: Path) -> None:
         self.root = root
@@ -44,6 +46,15 @@ class LoopbackServer:
         self.user = os.environ.get("USER") or "root"
         self.client_key = client_key
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def client_path(self, name: str) -> str:
+        """The path a client uploads to for the folder ``uploads / name``."""
+        return str(self.uploads / name)
 
     def _spawn(self, command: list[str]) -> None:
         """Start ``command`` with its output in the log; wait until the port answers."""
@@ -69,7 +80,10 @@ class LoopbackServer:
 class OpenSshPeer(LoopbackServer):
     """A throwaway sshd."""
 
+    label = "OpenSSH"
     log_name = "sshd.log"
+    # The session processes exit, and are reaped into the listener's CPU time, just after.
+    settle_seconds = 1.0
 
     def start(self) -> None:
         if not Path(SSHD).exists():
