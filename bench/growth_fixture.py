@@ -82,7 +82,7 @@ def _insert(part: str, count: int, sqlite: bool) -> str:
             f"generate_series(1, {count}) AS seq(n)")
 
 
-def _columns(table: str, sqlite: bool) -> dict[str, str]:
+def _columns(part: str, sqlite: bool) -> dict[str, str]:
     """Column -> SQL expression of ``n`` (1…count) for each part of the fixture."""
     batch_of = f"(n - 1) / {FILES_PER_BATCH}"
     stamp = SQLITE_STAMP if sqlite else PG_STAMP
@@ -91,20 +91,20 @@ def _columns(table: str, sqlite: bool) -> dict[str, str]:
            if sqlite else "lpad(n::text, 64, '0')")
     empty_list, empty_map = "CAST('[]' AS JSON)", "CAST('{}' AS JSON)"
     common = {"campaign_id": ":cmp", "created_at": stamp, "updated_at": stamp}
-    if table == "batches":
+    if part == "batches":
         return {**common, "id": "'bat_old_' || (n - 1)", "scope": "'growth/old-' || (n - 1)",
                 "status": "'COMPLETED'", "manifest_rows": empty_list, "missing": empty_list,
                 "deadline": stamp, "closed_at": stamp}
-    if table == "open_batch":
+    if part == "open_batch":
         return {**common, "id": "'bat_open'", "scope": "'growth/open'", "status": "'DETECTING'",
                 "manifest_rows": empty_list, "missing": empty_list, "deadline": far}
-    if table == "waiting_files":
+    if part == "waiting_files":
         return {**common, "id": "'fil_wait_' || n", "scope": "'growth/open'",
                 "name": "'wait-' || n || '.wav'",
                 "landing_path": "'growth/open/wait-' || n || '.wav'", "kind": "'audio'",
                 "source": "'SFTP'", "size": "84044", "mtime_ns": "1", "status": "'DETECTED'",
                 "warnings": empty_list, "stable_at": stamp, "batch_id": "'bat_open'"}
-    if table == "calls":
+    if part == "calls":
         return {**common, "id": "'call_old_' || n", "source": "'SFTP'", "status": "'COMPLETED'",
                 "file_name": "'old-' || n || '.wav'", "storage_key": "'old/' || n",
                 "size": "84044", "sha256": sha, "duration": "10.5", "channels": "1",

@@ -110,8 +110,7 @@ def run(work: Path, key: Path, quick: bool, big_mib: int | None = None,
     peer.start()
     bare.start()
     try:
-        daemon.start()
-        daemon.add_campaign("bench", "--batch-window", "2", "--no-auto-process", user_key=key)
+        _start(daemon, key)
         for shape in shapes(quick, big_mib):
             figures.extend(_measure(work, key, shape, peer, daemon, rounds,
                                     profile and shape.key == "c", bare))
@@ -120,8 +119,7 @@ def run(work: Path, key: Path, quick: bool, big_mib: int | None = None,
         daemon.stop()
         # One Python process uses one core: the SFTP side scales past it with more processes.
         daemon = BenchDaemon(work / "ingestd-2", sftp__processes=2, **LIMITS_OPENED)
-        daemon.start()
-        daemon.add_campaign("bench", "--batch-window", "2", "--no-auto-process", user_key=key)
+        _start(daemon, key)
         parallel = next(s for s in shapes(quick, big_mib) if s.clients > 1)
         figures.extend(_measure(work, key, parallel, peer, daemon, rounds, False, None,
                                 " with sftp.processes = 2")[:1])
@@ -131,6 +129,12 @@ def run(work: Path, key: Path, quick: bool, big_mib: int | None = None,
         peer.stop()
         _clear(peer.uploads, bare.uploads)
     return figures
+
+
+def _start(daemon: BenchDaemon, key: Path) -> None:
+    """Serve, with the bench campaign (2 s window, no pipeline) and its SFTP user."""
+    daemon.start()
+    daemon.add_campaign("bench", "--batch-window", "2", "--no-auto-process", user_key=key)
 
 
 @dataclass
@@ -151,20 +155,18 @@ def _measure(work: Path, key: Path, shape: Shape, peer: OpenSshPeer, daemon: Ben
     folders = prepare(work, shape)
     os.sync()  # the new files' writeback must not fall into the first round's uploads
     count = shape.files * shape.clients
+    peers: dict[str, LoopbackServer] = {"openssh": peer, **({"asyncssh": bare} if bare else {})}
     sides = ["openssh", "ingestd", *(["asyncssh"] if bare else [])]
     results: dict[str, list[Round]] = {side: [] for side in sides}
     profile_lines: list[str] = []
     for number in range(rounds):
         # Each round in another order: no server always goes first.
         for side in sides[number % len(sides):] + sides[:number % len(sides)]:
-            if side == "openssh":
-                result = _upload_peer(work, key, shape, peer, folders, number)
-            elif side == "asyncssh":
-                assert bare is not None
-                result = _upload_peer(work, key, shape, bare, folders, number)
-            else:
+            if side == "ingestd":
                 spied = profile_lines if profile and number == 0 else None
                 result = _upload_ingestd(work, key, shape, daemon, folders, number, spied)
+            else:
+                result = _upload_peer(work, key, shape, peers[side], folders, number)
             results[side].append(result)
         log.info("sftp %s%s round %d: %s (ingestd all imported after %.2f s)", shape.label,
                  variant, number + 1,

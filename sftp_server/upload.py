@@ -13,12 +13,13 @@ per CLOSE cost more than the rest of a small upload's server work together.
 
 Writes are gathered: clients send 32 KiB WRITE requests (OpenSSH ``sftp``, paramiko), a
 ``seek`` and a ``write`` each in asyncssh's default handler. Consecutive writes are held in
-memory, up to :data:`WRITE_BUFFER_BYTES`, and go to the file in one ``pwritev`` (a 1 GiB upload
-took 3.8 s of server CPU instead of OpenSSH's 7.1 s, bench/RESULTS.md); anything that looks
-at the file (a read, fstat, fsync, the close) writes them first. A write error then surfaces on
-a later WRITE or on the CLOSE, which the client reports as failed, and the upload is discarded:
-a file is only accepted when its CLOSE succeeds, so nothing the client was told is safe depends
-on the held bytes.
+memory, up to :data:`WRITE_BUFFER_BYTES`, and go to the file in one ``pwritev`` (fewer
+syscalls: on session 5's bench VM a 1 GiB upload took 3.8 s of server CPU instead of OpenSSH's
+7.1 s, bench/RESULTS.md; machines differ, see there); anything that looks at the file (a read,
+fstat, fsync, the close) writes them first. A write error then surfaces on a later WRITE or on
+the CLOSE, which the client reports as failed, and the upload is discarded: a file is only
+accepted when its CLOSE succeeds, so nothing the client was told is safe depends on the held
+bytes.
 """
 
 from __future__ import annotations
