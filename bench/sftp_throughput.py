@@ -12,8 +12,9 @@ its ffprobe children; sshd plus its session processes).
 
 A third server takes part in every round as calibration: a bare asyncssh SFTP server with no
 ingestion work (``bare_asyncssh.py``). Its ratio to OpenSSH is the ceiling of ingestd's on the
-machine of the run. Shape (d) is measured once more against a daemon with two SFTP processes
-(``sftp.processes = 2``): how the SFTP side scales past one core.
+machine of the run. ingestd runs with its default ``sftp.processes = "auto"`` (one SFTP process
+per core); shape (d) is measured once more against a daemon with one SFTP process
+(``sftp.processes = 1``): how the SFTP side scales past one core.
 
 ingestd runs here with the duration limits opened (4 KiB files are 0.5 s long, the 1 GiB file
 is over the default 500 MB size limit) so that every upload is imported, not rejected.
@@ -99,7 +100,7 @@ def _scripts(work: Path, side: str, folders: list[Path], dest_root: str) -> list
 def run(work: Path, key: Path, quick: bool, big_mib: int | None = None,
         profile: bool = False, rounds: int = 3) -> list[Figure]:
     """Measure every shape against OpenSSH (and the bare asyncssh calibration server); one
-    figure per shape plus import rates, then shape (d) again with two SFTP processes.
+    figure per shape plus import rates, then shape (d) again with one SFTP process.
 
     ``profile``: a py-spy sample of the daemon while it receives the small files (c), in the
     first round."""
@@ -117,12 +118,12 @@ def run(work: Path, key: Path, quick: bool, big_mib: int | None = None,
             if shape.files * shape.clients <= CLEAR_AT_ONCE:
                 _clear(peer.uploads, bare.uploads)  # the big file: its space back at once
         daemon.stop()
-        # One Python process uses one core: the SFTP side scales past it with more processes.
-        daemon = BenchDaemon(work / "ingestd-2", sftp__processes=2, **LIMITS_OPENED)
+        # One Python process uses one core: what the default's processes bought over one.
+        daemon = BenchDaemon(work / "ingestd-1", sftp__processes=1, **LIMITS_OPENED)
         _start(daemon, key)
         parallel = next(s for s in shapes(quick, big_mib) if s.clients > 1)
         figures.extend(_measure(work, key, parallel, peer, daemon, rounds, False, None,
-                                " with sftp.processes = 2")[:1])
+                                " with sftp.processes = 1")[:1])
     finally:
         daemon.stop()
         bare.stop()

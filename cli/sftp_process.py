@@ -3,12 +3,16 @@
 One Python process runs on one core at a time. In one process the SFTP sessions, the sweeper's
 routing and imports and the pipeline workers would take turns on that core, and every small
 upload would wait behind an import. So ``ingestd serve`` runs the SFTP server in
-``sftp.processes`` child processes (default 1) that do nothing else; the sweeper, imports,
-workers and the HTTP API stay in the main process, which records what the children report
-(below) as file rows; from there the sweeper takes over, as the parts always hand work over.
+``sftp.processes`` child processes (default "auto": one per core, at most 8) that do nothing
+else; the sweeper, imports, workers and the HTTP API stay in the main process, which records
+what the children report (below) as file rows; from there the sweeper takes over, as the parts
+always hand work over.
 
 With more than one process, all of them listen on the same port (``SO_REUSEPORT``): the kernel
-spreads new connections over them. Each keeps its own failed-login counts (``defender_*``).
+spreads new connections over them. Failed logins are counted for all of them in one place: each
+child reports its failures to the main process, whose one
+:class:`~sftp_server.auth.Defender` scores them and tells every child of a ban (below), so an
+address gets the same number of tries however many processes serve it.
 
 The children do not write landing rows themselves: each landing change (a file landed, a path
 reopened for writing, a file removed) goes to the main process as one line, and the main
@@ -22,11 +26,16 @@ row is what the sweeper's start-up walk records.
 
 The wire between the main process and a child is its stdin and stdout:
 
-- the main process writes the settings (JSON, one line) and then keeps stdin open: it is the
+- the main process writes the settings (JSON, one line), then ``ban <json>`` for each address
+  its defender bans (the child refuses it for that long), and keeps stdin open: it is the
   child's lifeline. When the main process ends — even by ``kill -9`` — the child reads EOF and
   stops like on SIGTERM: uploads still open are discarded.
 - the child writes ``sftp-port <port>`` once it listens, then ``change <json>`` for each
-  landing change (:func:`encode_change`).
+  landing change (:func:`encode_change`) and ``failure <json>`` for each failed login.
+
+A failure is on its way to the main process before the client hears that its login failed, and
+a ban reaches every child within milliseconds; an address can slip in only the attempts it
+starts in between.
 
 Run as ``python -m cli.sftp_process`` by :func:`start_sftp_processes`, never by hand.
 """
@@ -50,6 +59,7 @@ from ingestd.config import Settings
 from ingestd.db import Database
 from ingestd.landing import LandingChange
 from ingestd.models import CallSource
+from sftp_server.auth import Defender
 from sftp_server.server import (
     load_or_create_host_key,
     prepare_sftp_folders,
@@ -60,18 +70,28 @@ from sftp_server.server import (
 log = logging.getLogger("ingestd.sftp_process")
 PORT_LINE = b"sftp-port "
 CHANGE_LINE = b"change "
+FAILURE_LINE = b"failure "
+BAN_LINE = b"ban "
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 25.0
 
 
 @dataclass
 class SftpProcesses:
-    """The running SFTP children; :meth:`stop` ends them."""
+    """The running SFTP children and the defender they share; :meth:`stop` ends them."""
 
     port: int
+    defender: Defender
     children: list[asyncio.subprocess.Process] = field(default_factory=list)
     relays: list[asyncio.Task[None]] = field(default_factory=list)
     stopping: bool = False
+
+    def ban(self, address: str, seconds: float) -> None:
+        """Tell every child to refuse ``address`` for ``seconds`` (the defender decided)."""
+        line = BAN_LINE + _json_line({"address": address, "seconds": seconds})
+        for child in self.children:
+            if child.stdin is not None and not child.stdin.is_closing():
+                child.stdin.write(line)
 
     async def stop(self) -> None:
         """Close each child's lifeline and wait for it to stop (killed after a grace time)."""
@@ -92,7 +112,7 @@ class SftpProcesses:
 
 async def start_sftp_processes(settings: Settings, report: Callable[[LandingChange], None],
                                on_died: Callable[[str], None]) -> SftpProcesses:
-    """Start ``sftp.processes`` children listening on ``sftp.host``/``sftp.port``.
+    """Start ``sftp.process_count`` children listening on ``sftp.host``/``sftp.port``.
 
     ``report`` runs on this loop for each landing change a child made, in the order the child
     made them; ``on_died`` with a reason when a child ends while the daemon is not stopping.
@@ -101,22 +121,22 @@ async def start_sftp_processes(settings: Settings, report: Callable[[LandingChan
     # delete the first one's uploads in progress.
     await asyncio.to_thread(load_or_create_host_key, settings.host_key_path)
     await asyncio.to_thread(prepare_sftp_folders, settings)
-    count = settings.sftp.processes
-    running: SftpProcesses | None = None
+    sftp = settings.sftp
+    count = sftp.process_count
+    running = SftpProcesses(port=sftp.port, defender=Defender(
+        threshold=sftp.defender_threshold, window_seconds=sftp.defender_window_seconds,
+        ban_seconds=sftp.defender_ban_seconds, on_ban=lambda address, seconds:
+        running.ban(address, seconds)))
     try:
         for _ in range(count):
-            port = running.port if running else settings.sftp.port
-            child, port = await _spawn(settings, port, reuse_port=count > 1)
-            if running is None:
-                running = SftpProcesses(port=port)
+            # The first child may be given port 0: the others take the port it got.
+            child, running.port = await _spawn(settings, running.port, reuse_port=count > 1)
             running.children.append(child)
             running.relays.append(asyncio.create_task(_relay(child, running, report,
                                                              on_died)))
     except BaseException:
-        if running is not None:
-            await running.stop()
+        await running.stop()
         raise
-    assert running is not None
     return running
 
 
@@ -150,6 +170,9 @@ async def _relay(child: asyncio.subprocess.Process, running: SftpProcesses,
     while line := await child.stdout.readline():
         if line.startswith(CHANGE_LINE):
             report(decode_change(line[len(CHANGE_LINE):]))
+        elif line.startswith(FAILURE_LINE):
+            failure = json.loads(line[len(FAILURE_LINE):])
+            running.defender.record_failure(failure["address"], failure["unknown_user"])
     code = await child.wait()
     if not running.stopping:
         on_died(f"the SFTP server process {child.pid} ended (exit code {code})")
@@ -157,7 +180,11 @@ async def _relay(child: asyncio.subprocess.Process, running: SftpProcesses,
 
 def encode_change(change: LandingChange) -> bytes:
     """One landing change as a JSON line (paths may hold any character, newlines too)."""
-    return json.dumps(asdict(change), ensure_ascii=True).encode("ascii") + b"\n"
+    return _json_line(asdict(change))
+
+
+def _json_line(fields: dict[str, object]) -> bytes:
+    return json.dumps(fields, ensure_ascii=True).encode("ascii") + b"\n"
 
 
 def decode_change(line: bytes) -> LandingChange:
@@ -187,15 +214,59 @@ class ForwardedChanges:
         return None
 
 
+class ReportingDefender(Defender):
+    """The child's defender: it scores nothing itself. Each failed login goes to the main
+    process, whose defender scores those of every child; the bans it decides come back on
+    stdin (:meth:`ban`)."""
+
+    def record_failure(self, address: str, unknown_user: bool) -> None:
+        _tell(FAILURE_LINE + _json_line({"address": address, "unknown_user": unknown_user}))
+
+
+class Lifeline:
+    """The child's stdin: the settings line, then ban lines; its end means the main process
+    is gone."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._pending = b""
+
+    def read_line(self) -> bytes:
+        """The next whole line, waiting for it (start-up only); b"" at the end."""
+        while b"\n" not in self._pending:
+            data = os.read(self.fd, 65536)
+            if not data:
+                return b""
+            self._pending += data
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line + b"\n"
+
+    def watch(self, defender: Defender, stop: asyncio.Event) -> None:
+        """Loop reader: apply the bans that arrived; ``stop`` at the end of the lifeline."""
+        try:
+            data = os.read(self.fd, 65536)
+        except OSError:
+            data = b""
+        if not data:  # the main process closed it, or died
+            stop.set()
+            return
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for line in lines:
+            if line.startswith(BAN_LINE):
+                ban = json.loads(line[len(BAN_LINE):])
+                defender.ban(ban["address"], ban["seconds"])
+
+
 def main() -> None:
     """Entry of a child: settings from stdin, serve until stdin closes or SIGTERM."""
     reuse_port = "--reuse-port" in sys.argv[1:]
-    settings = Settings.model_validate_json(sys.stdin.buffer.readline())
+    lifeline = Lifeline(sys.stdin.fileno())
+    settings = Settings.model_validate_json(lifeline.read_line())
     logging.basicConfig(level=settings.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:
-        uvloop.run(_serve(settings, reuse_port))
+        uvloop.run(_serve(settings, lifeline, reuse_port))
     except errors.IngestError as exc:
         print(f"ingestd: error: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -204,31 +275,23 @@ def main() -> None:
         sys.exit(1)
 
 
-async def _serve(settings: Settings, reuse_port: bool) -> None:
+async def _serve(settings: Settings, lifeline: Lifeline, reuse_port: bool) -> None:
     db = Database(settings.database_url)  # users, keys and campaigns: read only
-    acceptor = await start_sftp_server(settings, db, ForwardedChanges(), prepare=False,
-                                       reuse_port=reuse_port)
+    defender = ReportingDefender()
+    acceptor = await start_sftp_server(settings, db, ForwardedChanges(), defender=defender,
+                                       prepare=False, reuse_port=reuse_port)
     _tell(PORT_LINE + str(acceptor.get_port()).encode("ascii") + b"\n")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_reader(sys.stdin.fileno(), _watch_lifeline, stop)
+    loop.add_reader(lifeline.fd, lifeline.watch, defender, stop)
     try:
         await stop.wait()
     finally:
-        loop.remove_reader(sys.stdin.fileno())
+        loop.remove_reader(lifeline.fd)
         await stop_sftp_server(acceptor)
         db.dispose()
-
-
-def _watch_lifeline(stop: asyncio.Event) -> None:
-    try:
-        data = os.read(sys.stdin.fileno(), 4096)
-    except OSError:
-        data = b""
-    if not data:  # the main process closed it, or died
-        stop.set()
 
 
 def _tell(line: bytes) -> None:

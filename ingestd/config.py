@@ -12,7 +12,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -22,6 +22,8 @@ ENV_PREFIX = "INGESTD_"
 # Variables that share the prefix but are not settings.
 NON_SETTING_ENV = {"INGESTD_CONFIG", "INGESTD_TEST_DATABASE_URL"}
 DEFAULT_CONFIG_FILE = Path("ingestd.toml")
+# Each SFTP process is an interpreter of its own (about 90 MB resident): "auto" stops here.
+AUTO_SFTP_PROCESSES_MAX = 8
 
 DEFAULT_IGNORE_PATTERNS = [
     "*.filepart",
@@ -66,7 +68,15 @@ class SftpSettings(Section):
     defender_window_seconds: float = 1800.0
     defender_ban_seconds: float = 1800.0
     # SFTP server processes beside the main one (sharing the port): more cores for SFTP.
-    processes: int = Field(default=1, ge=1, le=64)
+    # "auto": one per core the daemon may use, at most AUTO_SFTP_PROCESSES_MAX.
+    processes: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = "auto"
+
+    @property
+    def process_count(self) -> int:
+        """How many SFTP processes to run (``processes``, with "auto" worked out)."""
+        if self.processes != "auto":
+            return self.processes
+        return max(1, min(len(os.sched_getaffinity(0)), AUTO_SFTP_PROCESSES_MAX))
 
 
 class HttpSettings(Section):
@@ -252,6 +262,13 @@ def _parse_env_value(raw: str) -> Any:
 
 
 def _describe(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{where}: {first['msg']}"
+    """The first field in error and what it should be (every choice of an ``A | B`` field)."""
+    problems: dict[str, list[str]] = {}
+    for error in exc.errors():
+        # A union's members add their names ("constrained-int", "literal['auto']") to the
+        # location; setting names are identifiers, list positions numbers.
+        where = ".".join(str(part) for part in error["loc"]
+                         if isinstance(part, int) or part.isidentifier())
+        problems.setdefault(where, []).append(error["msg"])
+    where, messages = next(iter(problems.items()))
+    return f"{where}: {'; or '.join(messages)}"

@@ -73,17 +73,21 @@ class Defender:
     """Scores failed logins per address; an address above the limit is banned for a while.
 
     SPEC defaults: a wrong password or key scores 1, an unknown user 2; above 15 points within
-    30 minutes the address is banned for 30 minutes. Other addresses are unaffected.
+    30 minutes the address is banned for 30 minutes. Other addresses are unaffected. The daemon's
+    SFTP processes share one defender in the main process (``cli/sftp_process.py``): each
+    reports its failures there and applies the bans it is told of (:meth:`ban`).
     """
 
     def __init__(self, threshold: int = 15, window_seconds: float = 1800.0,
                  ban_seconds: float = 1800.0, unknown_user_score: int = 2,
-                 now: Callable[[], float] = time.monotonic) -> None:
+                 now: Callable[[], float] = time.monotonic,
+                 on_ban: Callable[[str, float], None] | None = None) -> None:
         self.threshold = threshold
         self.window_seconds = window_seconds
         self.ban_seconds = ban_seconds
         self.unknown_user_score = unknown_user_score
         self._now = now
+        self._on_ban = on_ban  # told (address, seconds) of each ban this defender decides
         self._events: dict[str, list[tuple[float, int]]] = {}
         self._banned_until: dict[str, float] = {}
 
@@ -106,9 +110,15 @@ class Defender:
         recent.append((now, score))
         self._events[address] = recent
         if sum(s for _, s in recent) > self.threshold:
-            self._banned_until[address] = now + self.ban_seconds
             self._events.pop(address, None)
+            self.ban(address, self.ban_seconds)
             log.warning("address_banned address=%s seconds=%s", address, self.ban_seconds)
+            if self._on_ban is not None:
+                self._on_ban(address, self.ban_seconds)
+
+    def ban(self, address: str, seconds: float) -> None:
+        """Refuse ``address`` for ``seconds`` from now (a ban decided here or elsewhere)."""
+        self._banned_until[address] = self._now() + seconds
 
 
 class SftpAuthServer(asyncssh.SSHServer):

@@ -35,10 +35,10 @@ def recorded(daemon: DaemonProcess) -> int:
         return connection.execute("SELECT count(DISTINCT name) FROM files").fetchone()[0]
 
 
-def upload(daemon: DaemonProcess, name: str, data: bytes) -> None:
+def upload(daemon: DaemonProcess, name: str, data: bytes, password: str = PASSWORD) -> None:
     transport = paramiko.Transport(("127.0.0.1", daemon.sftp_port))
     try:
-        transport.connect(username="acme", password=PASSWORD)
+        transport.connect(username="acme", password=password)
         sftp = paramiko.SFTPClient.from_transport(transport)
         with sftp.open(f"/acme/{name}", "wb") as fh:
             fh.write(data)
@@ -46,9 +46,10 @@ def upload(daemon: DaemonProcess, name: str, data: bytes) -> None:
         transport.close()
 
 
-def start(tmp_path: Path, processes: int) -> DaemonProcess:
+def start(tmp_path: Path, processes: int, **settings: object) -> DaemonProcess:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    daemon = DaemonProcess(tmp_path, sftp__processes=processes, pipeline__workers=0)
+    daemon = DaemonProcess(tmp_path, sftp__processes=processes, pipeline__workers=0,
+                           **settings)
     daemon.cli("campaign", "create", "Acme", "--slug", "acme", "--no-auto-process")
     daemon.cli("sftp-user", "add", "acme", "--password-stdin", "--campaign", "acme",
                stdin=PASSWORD + "\n")
@@ -68,6 +69,25 @@ def test_several_processes_share_the_port_and_record_every_upload(tmp_path: Path
     finally:
         daemon.stop()
     assert not any(alive(pid) for pid in servers)
+
+
+def test_failed_logins_are_counted_across_processes_and_the_ban_holds_in_each(
+        tmp_path: Path) -> None:
+    # Threshold 3: the fourth wrong password bans. Each connection goes to either process, so
+    # per-process counts would see about two failures each and ban no one.
+    daemon = start(tmp_path, processes=2, sftp__defender_threshold=3)
+    try:
+        for _ in range(4):
+            with pytest.raises(paramiko.AuthenticationException):
+                upload(daemon, "never.txt", b"x", password="wrong")
+        wait_for(lambda: "address_banned address=127.0.0.1" in daemon.log(), 30,
+                 "the ban in the daemon's log")
+        for i in range(8):  # the right password now: refused by whichever process answers
+            with pytest.raises(paramiko.SSHException):
+                upload(daemon, f"banned{i}.txt", b"x")
+    finally:
+        daemon.stop()
+    assert recorded(daemon) == 0
 
 
 def test_kill_9_of_the_daemon_ends_its_sftp_processes(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from ingestd import errors
-from ingestd.config import Settings, load_settings
+from ingestd.config import AUTO_SFTP_PROCESSES_MAX, Settings, load_settings
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
 
@@ -44,12 +45,23 @@ def test_config_env_variable_names_the_file(tmp_path):
     ("[sftp]\nport = 'abc'\n", "sftp.port"),
     ("[sftp]\nprot = 1\n", "sftp.prot"),
     ("[sftp\n", "not valid TOML"),
+    # a field of several forms names it once, with every form it may take
+    ("[sftp]\nprocesses = 'many'\n", r"sftp\.processes: .*valid integer.*; or .*'auto'"),
+    ("[sftp]\nprocesses = 0\n", r"sftp\.processes: .*greater than or equal to 1"),
 ])
 def test_bad_config_says_what_is_wrong(tmp_path, content, message):
     path = tmp_path / "c.toml"
     path.write_text(content)
     with pytest.raises(errors.ConfigError, match=message):
         load_settings(path, environ={})
+
+
+def test_sftp_processes_auto_is_one_per_usable_core_at_most_the_cap():
+    assert Settings().sftp.processes == "auto"
+    cores = len(os.sched_getaffinity(0))
+    auto = Settings().sftp.process_count
+    assert auto == min(cores, AUTO_SFTP_PROCESSES_MAX) and auto >= 1
+    assert load_settings(environ={"INGESTD_SFTP__PROCESSES": "3"}).sftp.process_count == 3
 
 
 def test_missing_config_file_is_an_error(tmp_path):

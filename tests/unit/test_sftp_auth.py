@@ -56,3 +56,18 @@ def test_defender_forgets_failures_older_than_the_window():
     for _ in range(3):
         defender.record_failure("10.0.0.1", unknown_user=False)
     assert defender.is_banned("10.0.0.1")
+
+
+def test_defender_tells_of_each_ban_it_decides_and_applies_bans_decided_elsewhere():
+    time = FakeTime()
+    told: list[tuple[str, float]] = []
+    defender = Defender(threshold=1, ban_seconds=600, now=time,
+                        on_ban=lambda address, seconds: told.append((address, seconds)))
+    defender.record_failure("10.0.0.1", unknown_user=False)
+    assert told == []
+    defender.record_failure("10.0.0.1", unknown_user=False)
+    assert told == [("10.0.0.1", 600)]
+    defender.ban("10.0.0.2", 30)  # another process's defender decided it
+    assert defender.is_banned("10.0.0.2") and told == [("10.0.0.1", 600)]
+    time.now += 30
+    assert not defender.is_banned("10.0.0.2") and defender.is_banned("10.0.0.1")
