@@ -101,6 +101,12 @@ class Sweeper:
         # (its rename raised this event first); the pass subtracts what was reported by then.
         self.wake(EVENT_DELAY_SECONDS)
 
+    def landing_events_lost(self) -> None:
+        """Filesystem events of the landing tree were lost (call on the event loop): the next
+        pass, at once, walks the whole tree."""
+        self._scan_wanted = True
+        self.wake()
+
     def landing_reported(self, rel_path: str) -> None:
         """The SFTP server landed this path and its change is being recorded (call on the event
         loop): a filesystem event for it needs no look of its own. Looking anyway recorded the

@@ -1,6 +1,7 @@
-"""watchdog: react to the landing tree at once, and take files in from local drop folders.
+"""React to the landing tree at once, and take files in from local drop folders.
 
-The only module that imports watchdog. Two jobs, both feeding the ordinary sweep:
+Both read file events from inotify on the event loop (:class:`~batch.inotify.TreeWatch`).
+Two jobs, both feeding the ordinary sweep:
 
 - **Landing tree.** A file put into ``<landing>/<slug>/…`` by other means than the SFTP server
   (a copy, a mount, an operator) is noticed at once: any create, move-in or close after
@@ -20,10 +21,10 @@ The only module that imports watchdog. Two jobs, both feeding the ordinary sweep
   file, never a new one of source ``SFTP``. Temporary names (``sftp.ignore_patterns``) are left
   alone; a folder whose campaign does not exist is reported and left alone. Files already there
   at start-up are taken too: the folders are polled (every ``POLL_SECONDS``, and at once on an
-  event), watchdog only makes that poll come sooner.
+  event) in a thread of their own; an event only makes that poll come sooner.
 
-``start_watching`` must be called on the daemon's event loop; ``WatchHandle.stop`` blocks until
-the threads ended (call it through ``asyncio.to_thread``).
+``start_watching`` must be called on the daemon's event loop; ``WatchHandle.aclose`` ends the
+event readers there and waits for the poller thread.
 """
 
 from __future__ import annotations
@@ -41,17 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlmodel import select
-from watchdog.events import (
-    DirCreatedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
 
+from batch.inotify import TreeWatch
 from batch.sweeper import Sweeper
 from ingestd.config import Settings, WatchFolder
 from ingestd.landing import LandingRecorder, is_temporary
@@ -59,16 +51,6 @@ from ingestd.models import CallSource, Campaign
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
-# What the kernel reports at all (watchdog turns this list into the inotify mask). Without it
-# every read of a landing file (two opens and closes per import), every removal after an
-# import and every write() of a copy was an event that watchdog's threads parsed in Python
-# and dropped: 15 % of the main process's busy time while a 20,000-file batch was imported.
-# A file's writes need no event of their own: its create or move-in starts the look, its close
-# after writing is the moment it may be complete, and the look after ``stable_seconds``
-# re-checks its size and mtime anyway.
-WATCHED_EVENTS = [FileCreatedEvent, DirCreatedEvent, FileMovedEvent, DirMovedEvent,
-                  FileClosedEvent]
-REACTING_EVENTS = frozenset(kind.event_type for kind in WATCHED_EVENTS)
 
 
 @dataclass
@@ -150,21 +132,8 @@ class DropFolder:
         return found is not None
 
 
-class _Events(FileSystemEventHandler):
-    """Turns watchdog's events into sweeper wakes (landing) or early polls (drop folders)."""
-
-    def __init__(self, handle: WatchHandle) -> None:
-        self.handle = handle
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in REACTING_EVENTS:
-            return
-        path = Path(os.fsdecode(getattr(event, "dest_path", "") or event.src_path))
-        self.handle.noticed(path)
-
-
 class WatchHandle:
-    """The running observer and drop-folder poller; :meth:`stop` ends both."""
+    """The running tree watches and drop-folder poller; :meth:`stop` ends them."""
 
     def __init__(self, settings: Settings, sweeper: Sweeper,
                  loop: asyncio.AbstractEventLoop) -> None:
@@ -172,7 +141,7 @@ class WatchHandle:
         self.sweeper = sweeper
         self.loop = loop
         self.drops = [DropFolder(f, settings, sweeper.recorder) for f in settings.watch.folders]
-        self.observer = Observer()
+        self.trees: list[TreeWatch] = []
         self._poke = threading.Event()
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll_loop, name="watch-folders",
@@ -181,28 +150,24 @@ class WatchHandle:
     def start(self) -> None:
         landing = self.settings.landing_path
         landing.mkdir(parents=True, exist_ok=True)
-        self.observer.schedule(_Events(self), str(landing), recursive=True,
-                               event_filter=WATCHED_EVENTS)
+        self.trees.append(TreeWatch(landing, self.landing_event,
+                                    self.sweeper.landing_events_lost))
         for drop in self.drops:
             drop.root.mkdir(parents=True, exist_ok=True)
-            self.observer.schedule(_Events(self), str(drop.root), recursive=True,
-                                   event_filter=WATCHED_EVENTS)
-        self.observer.start()
+            self.trees.append(TreeWatch(drop.root, self._drop_event, self._poke.set))
+        for tree in self.trees:
+            tree.start()
         self._poller.start()
         log.info("watching_started landing=%s watch_folders=%s", landing,
                  [str(d.root) for d in self.drops])
 
-    def noticed(self, path: Path) -> None:
-        """An event about ``path`` (called on watchdog's thread)."""
-        if any(path.is_relative_to(d.root) for d in self.drops):
-            self._poke.set()
-            return
-        landing = self.settings.landing_path
-        if not path.is_relative_to(landing) or self._temporary(path.relative_to(landing)):
-            return
-        rel_path = path.relative_to(landing).as_posix()
-        with suppress(RuntimeError):  # the loop is closing: the daemon is stopping
-            self.loop.call_soon_threadsafe(self.sweeper.landing_changed, rel_path)
+    def landing_event(self, rel_path: str) -> None:
+        """A file in the landing tree was created, moved in or closed after writing."""
+        if not self._temporary(Path(rel_path)):
+            self.sweeper.landing_changed(rel_path)
+
+    def _drop_event(self, rel_path: str) -> None:
+        self._poke.set()
 
     def _temporary(self, rel: Path) -> bool:
         return any(is_temporary(part, self.settings.sftp.ignore_patterns) for part in rel.parts)
@@ -222,14 +187,15 @@ class WatchHandle:
             self._poke.wait(POLL_SECONDS)
             self._poke.clear()
 
-    def stop(self) -> None:
-        """Stop observing and polling; blocks until both threads ended."""
+    async def aclose(self) -> None:
+        """Stop the event readers (here, on the loop) and the poller (awaited: it may be in
+        the middle of moving a file)."""
+        for tree in self.trees:
+            tree.stop()
         self._stopping.set()
         self._poke.set()
-        self.observer.stop()
-        self.observer.join()
         if self._poller.is_alive():
-            self._poller.join()
+            await asyncio.to_thread(self._poller.join)
         log.info("watching_stopped")
 
 

@@ -143,7 +143,7 @@ class Daemon:
             # Closes open sessions too: their unfinished uploads are discarded, never landed.
             await running.sftp.stop()
         await running.sftp_changes.aclose()  # records what the SFTP processes reported last
-        await asyncio.to_thread(running.watcher.stop)  # before the sweeper: no wake after close
+        await running.watcher.aclose()  # before the sweeper: no wake after close
         stop_scheduler(running.scheduler)
         await running.sweeper.aclose()
         # Workers finish the stage they are in or release their call (lease cleared).

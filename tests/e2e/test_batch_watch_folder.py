@@ -1,4 +1,4 @@
-"""The daemon's watchdog: a ``[watch]`` drop folder and files copied straight into the landing
+"""The daemon's file events: a ``[watch]`` drop folder and files copied straight into the landing
 tree are detected, batched and imported without waiting for the interval sweep (set to an hour
 here, so only the watcher's wakes, and the sweeper's own wake at a batch deadline, can do it)."""
 
