@@ -50,7 +50,7 @@ import signal
 import sys
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import uvloop
 
@@ -180,7 +180,7 @@ async def _relay(child: asyncio.subprocess.Process, running: SftpProcesses,
 
 def encode_change(change: LandingChange) -> bytes:
     """One landing change as a JSON line (paths may hold any character, newlines too)."""
-    return _json_line(asdict(change))
+    return _json_line(vars(change))  # its fields (``asdict`` deep-copies them: 3x the time)
 
 
 def _json_line(fields: dict[str, object]) -> bytes:

@@ -168,6 +168,7 @@ class LandingSftpServer(asyncssh.SFTPServer):
 
     def rmdir(self, path: bytes) -> None:
         os.rmdir(self.jail.local(self.jail.resolve_inside(path)))
+        self.jail.forget_folders()
 
     async def remove(self, path: bytes) -> None:
         where = self.jail.resolve_inside(path)
@@ -214,11 +215,15 @@ class LandingSftpServer(asyncssh.SFTPServer):
 def _check_write_open(final: Path, pflags: int) -> bool:
     """Refuse write opens that cannot start a fresh upload of ``final``; True when a file of
     that name exists (the upload will replace it)."""
-    if final.is_dir():
+    try:
+        mode: int | None = os.stat(final).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
         raise asyncssh.SFTPFileIsADirectory("a folder of that name exists")
-    if not final.parent.is_dir():
+    if mode is None and not os.path.isdir(os.path.dirname(final)):
         raise asyncssh.SFTPNoSuchFile("the folder does not exist: create it first")
-    exists = final.exists()
+    exists = mode is not None
     if exists and pflags & asyncssh.FXF_EXCL:
         raise asyncssh.SFTPFileAlreadyExists("the file already exists")
     if not exists and not pflags & asyncssh.FXF_CREAT:

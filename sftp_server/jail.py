@@ -6,6 +6,11 @@ inside the root (``..`` stops at ``/``, absolute paths start at the virtual root
 can name anything outside it. A first component that is not one of the user's slugs does not
 exist for this user. Symbolic links are never followed: a path through one is refused.
 
+A session names the same folders over and over (one OPEN per file, thousands of files into one
+day folder): the folders a path passes through are checked (each one a real folder, not a
+link) once per session and remembered; the last part of a path is checked every time. No SFTP
+client can make a link or rename a folder, and a folder the session removes is forgotten.
+
 Every refusal made because of the jail is raised here, as the SFTP status the client sees;
 ordinary filesystem errors (``OSError``) are translated by asyncssh by errno.
 """
@@ -62,13 +67,12 @@ class Jail:
     def __init__(self, landing: Path, slugs: frozenset[str]) -> None:
         self.landing = landing
         self.slugs = slugs
+        self._prefix = f"{landing}/"
+        self._checked_folders: set[tuple[str, ...]] = set()  # virtual parts of real folders
 
     def resolve(self, path: bytes) -> VirtualPath:
         """The normalised path; refused when it names something outside the user's folders."""
-        where = normalise(path)
-        if not where.is_root and where.parts[0] not in self.slugs:
-            raise asyncssh.SFTPNoSuchFile("no such file or folder")
-        return where
+        return self._inside_slugs(normalise(path))
 
     def resolve_inside(self, path: bytes) -> VirtualPath:
         """Like :meth:`resolve`, for entries that must lie below a campaign folder."""
@@ -77,20 +81,45 @@ class Jail:
             if where.is_campaign_folder and where.parts[0] in self.slugs:
                 raise asyncssh.SFTPPermissionDenied("campaign folders cannot be changed")
             raise asyncssh.SFTPPermissionDenied("files and folders go inside a campaign folder")
-        return self.resolve(path)
+        return self._inside_slugs(where)
+
+    def _inside_slugs(self, where: VirtualPath) -> VirtualPath:
+        if not where.is_root and where.parts[0] not in self.slugs:
+            raise asyncssh.SFTPNoSuchFile("no such file or folder")
+        return where
 
     def local(self, where: VirtualPath) -> Path:
         """The real path; the campaign folder is created on demand, symlinks are refused."""
         if where.is_root:
             self.landing.mkdir(parents=True, exist_ok=True)
             return self.landing
-        folder = self.landing / where.parts[0]
-        folder.mkdir(parents=True, exist_ok=True)
+        folders = where.parts[:-1] or where.parts  # a campaign folder: that folder itself
+        if folders not in self._checked_folders:
+            self._check_folders(where.parts[0], folders)
+        path = Path(self._prefix + where.rel_path)
+        _refuse_symlink(path)
+        return path
+
+    def forget_folders(self) -> None:
+        """Check every folder again from now on (the session removed one)."""
+        self._checked_folders.clear()
+
+    def _check_folders(self, slug: str, folders: tuple[str, ...]) -> None:
+        """Create the campaign folder if missing; refuse a link among ``folders``; remember
+        them once all exist as real folders."""
+        (self.landing / slug).mkdir(parents=True, exist_ok=True)
         current = self.landing
-        for part in where.parts:
+        for part in folders:
             current = current / part
-            _refuse_symlink(current)
-        return current
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return  # not there (yet): the operation itself says so
+            if stat.S_ISLNK(mode):
+                raise asyncssh.SFTPPermissionDenied("symbolic links are not followed")
+            if not stat.S_ISDIR(mode):
+                return
+        self._checked_folders.add(folders)
 
     def to_virtual(self, local: Path) -> VirtualPath:
         """Reverse of :meth:`local`, for paths reported back to the client."""
@@ -104,7 +133,7 @@ class Jail:
 def _refuse_symlink(path: Path) -> None:
     try:
         mode = os.lstat(path).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return  # a part that does not exist yet is no link
     if stat.S_ISLNK(mode):
         raise asyncssh.SFTPPermissionDenied("symbolic links are not followed")

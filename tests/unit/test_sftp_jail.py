@@ -57,3 +57,27 @@ def test_campaign_folder_is_created_on_demand_and_symlinks_refused(tmp_path: Pat
     with pytest.raises(asyncssh.SFTPPermissionDenied):
         jail.local(jail.resolve(b"/acme/out/x.wav"))
     assert jail.to_virtual(landing / "acme" / "a.wav").client_path() == b"/acme/a.wav"
+
+
+def test_folders_are_checked_once_per_session_the_last_part_every_time(tmp_path: Path):
+    landing = tmp_path / "landing"
+    jail = Jail(landing, frozenset({"acme"}))
+    (landing / "acme" / "day").mkdir(parents=True)
+    assert jail.local(jail.resolve(b"/acme/day/a.wav")) == landing / "acme" / "day" / "a.wav"
+    (landing / "acme" / "day" / "b.wav").symlink_to(tmp_path / "elsewhere.wav")
+    with pytest.raises(asyncssh.SFTPPermissionDenied):  # in a remembered folder
+        jail.local(jail.resolve(b"/acme/day/b.wav"))
+    # A folder the session removed is checked again: here a link took its place.
+    (landing / "acme" / "day" / "b.wav").unlink()
+    (landing / "acme" / "day").rmdir()
+    (landing / "acme" / "day").symlink_to(tmp_path, target_is_directory=True)
+    jail.forget_folders()
+    with pytest.raises(asyncssh.SFTPPermissionDenied):
+        jail.local(jail.resolve(b"/acme/day/a.wav"))
+
+
+def test_each_campaign_folder_is_created_on_demand(tmp_path: Path):
+    landing = tmp_path / "landing"
+    jail = Jail(landing, frozenset({"acme", "beta"}))
+    for slug in ("acme", "beta"):  # as a listing of the root names them
+        assert jail.local(jail.resolve(f"/{slug}".encode())).is_dir()
