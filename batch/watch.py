@@ -133,7 +133,7 @@ class DropFolder:
 
 
 class WatchHandle:
-    """The running tree watches and drop-folder poller; :meth:`stop` ends them."""
+    """The running tree watches and drop-folder poller; :meth:`aclose` ends them."""
 
     def __init__(self, settings: Settings, sweeper: Sweeper,
                  loop: asyncio.AbstractEventLoop) -> None:

@@ -99,16 +99,6 @@ class LandingSftpServer(asyncssh.SFTPServer):
             return file_obj.write_at(offset, data)
         return super().write(file_obj, offset, data)  # a read handle: the OS refuses it
 
-    def read(self, file_obj: object, offset: int, size: int) -> Any:
-        if isinstance(file_obj, Upload):
-            file_obj.flush()
-        return super().read(file_obj, offset, size)
-
-    def fsync(self, file_obj: object) -> Any:
-        if isinstance(file_obj, Upload):
-            file_obj.flush()
-        return super().fsync(file_obj)
-
     def close(self, file_obj: object) -> Any:
         if not isinstance(file_obj, Upload):
             return super().close(file_obj)

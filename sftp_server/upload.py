@@ -11,15 +11,12 @@ copy is fsynced before its call commits. A client that wants the landing copy on
 sends ``fsync@openssh.com``, which asyncssh answers with an ``fsync`` of the open file. One fsync
 per CLOSE cost more than the rest of a small upload's server work together.
 
-Writes are gathered: clients send 32 KiB WRITE requests (OpenSSH ``sftp``, paramiko), a
-``seek`` and a ``write`` each in asyncssh's default handler. Consecutive writes are held in
-memory, up to :data:`WRITE_BUFFER_BYTES`, and go to the file in one ``pwritev`` (fewer
-syscalls: on session 5's bench VM a 1 GiB upload took 3.8 s of server CPU instead of OpenSSH's
-7.1 s, bench/RESULTS.md; machines differ, see there); anything that looks at the file (a read,
-fstat, fsync, the close) writes them first. A write error then surfaces on a later WRITE or on
-the CLOSE, which the client reports as failed, and the upload is discarded: a file is only
-accepted when its CLOSE succeeds, so nothing the client was told is safe depends on the held
-bytes.
+Each WRITE request (32 KiB from OpenSSH ``sftp`` and paramiko) is one ``pwrite`` at its
+offset, answered once the bytes are in the page cache; asyncssh's default handler made it a
+``seek`` and a ``write``. Holding consecutive writes in memory and writing up to 1 MiB with one
+``pwritev`` (sessions 5 and 6) cost more CPU than it saved: on session 7's bench VM the SFTP
+process spent 6.2 ms per 1 MiB upload holding them against 3.8 ms writing each at once, and
+1,000 x 1 MiB ran 50 % faster without holding (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -35,9 +32,6 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".upload"
-# 32 WRITEs of 32 KiB per syscall; bounds the memory an open upload holds.
-WRITE_BUFFER_BYTES = 1 << 20
-MAX_HELD_WRITES = 64  # well under IOV_MAX (1024), for clients that send small writes
 
 
 @dataclass(frozen=True)
@@ -50,8 +44,8 @@ class LandedFile:
 class Upload(io.FileIO):
     """The client's write handle: a fresh temporary file, readable and writable.
 
-    A ``FileIO`` so asyncssh's default ``fstat`` and ``fstatvfs`` hooks work on it unchanged;
-    the session writes through :meth:`write_at` and calls :meth:`flush` before a read or fsync.
+    A ``FileIO`` so asyncssh's default ``read``, ``fstat``, ``fsync`` and ``fstatvfs`` hooks
+    work on it unchanged; the session writes through :meth:`write_at`.
     """
 
     def __init__(self, incoming: Path, rel_path: str, final_path: Path, username: str) -> None:
@@ -60,40 +54,17 @@ class Upload(io.FileIO):
         self.rel_path = rel_path
         self.final_path = final_path
         self.username = username
-        self._held: list[bytes] = []
-        self._held_at = 0  # the file offset of the first held byte
-        self._held_bytes = 0
 
     def write_at(self, offset: int, data: bytes) -> int:
-        """Write ``data`` at ``offset``: held while the writes run on, written in one go."""
-        if self._held and offset != self._held_at + self._held_bytes:
-            self.flush()
-        if not self._held:
-            self._held_at = offset
-        self._held.append(data)
-        self._held_bytes += len(data)
-        if self._held_bytes >= WRITE_BUFFER_BYTES or len(self._held) >= MAX_HELD_WRITES:
-            self.flush()
+        """Write ``data`` at ``offset`` (after a short write, the rest or the error)."""
+        written = os.pwrite(self.fileno(), data, offset)
+        while written < len(data):
+            written += os.pwrite(self.fileno(), memoryview(data)[written:], offset + written)
         return len(data)
-
-    def flush(self) -> None:
-        """Write the held bytes to the file (asyncssh's ``fstat`` calls this too)."""
-        held, at, size = self._held, self._held_at, self._held_bytes
-        if not held:
-            return
-        self._held, self._held_bytes = [], 0
-        written = os.pwritev(self.fileno(), held, at)
-        if written < size:  # a short write: the rest, or the error that stopped it
-            rest = memoryview(b"".join(held))[written:]
-            at += written
-            while rest:
-                written = os.pwrite(self.fileno(), rest, at)
-                rest, at = rest[written:], at + written
 
     def land(self) -> LandedFile:
         """Move the bytes to their landing path (blocking)."""
         try:
-            self.flush()
             self.close()
             try:
                 os.replace(self.temp_path, self.final_path)
@@ -108,10 +79,9 @@ class Upload(io.FileIO):
 
     def discard(self) -> int:
         """Throw the bytes away; returns how many there were."""
-        size = self._held_bytes
-        self._held, self._held_bytes = [], 0
+        size = 0
         with contextlib.suppress(OSError):
-            size += os.stat(self.temp_path).st_size
+            size = os.stat(self.temp_path).st_size
         super().close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp_path)

@@ -125,6 +125,33 @@ def test_events_wake_the_sweeper_for_landing_files_and_take_drop_folder_files(
     assert not (tmp_path / "drop" / "dropped.csv").exists()
 
 
+def test_lost_events_make_the_next_pass_walk_the_whole_landing_tree(
+        db: Database, settings: Settings) -> None:
+    clock = SystemClock()
+    make_campaign(db, clock, "acme")  # type: ignore[arg-type]
+    settings.sweeper.interval_seconds = 3600  # no interval tick
+    recorder = LandingRecorder(db, clock, 0, settings.sftp.ignore_patterns)
+    intake = Intake(db, LocalStorage(settings.storage_path), settings.limits, clock)
+    sweeper = Sweeper(db, intake, recorder, settings, clock)
+
+    async def scenario() -> None:
+        try:
+            await sweeper.tick()  # the start-up walk: nothing there yet
+            unseen = settings.landing_path / "acme" / "unseen.csv"
+            unseen.parent.mkdir(parents=True, exist_ok=True)
+            unseen.write_bytes(b"file_name\nx.wav\n")  # no event reaches the sweeper
+            sweeper.wake()
+            await asyncio.sleep(0.5)
+            assert rows(db) == [], "a pass without a walk found the file"
+            sweeper.landing_events_lost()  # what the kernel's overflow notice leads to
+            await _until(lambda: [r.name for r in rows(db)] == ["unseen.csv"], 10,
+                         "the walk to record the file")
+        finally:
+            await sweeper.aclose()
+
+    asyncio.run(scenario())
+
+
 class ChangeLog:
     """Stands in for the sweeper: what the watcher handed over."""
 

@@ -1,4 +1,4 @@
-"""Upload: writes are held and written in one go, and the landed file is exactly what was sent."""
+"""Upload: each write is in the file at once, and the landed file is exactly what was sent."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sftp_server.upload import WRITE_BUFFER_BYTES, Upload
+from sftp_server.upload import Upload
 
 
 def start(root: Path, name: str = "call.wav") -> Upload:
@@ -18,29 +18,21 @@ def start(root: Path, name: str = "call.wav") -> Upload:
     return Upload(root / "incoming", name, root / "landing" / name, "user")
 
 
-def test_consecutive_writes_are_held_then_written_at_once(tmp_path):
+def test_each_write_is_in_the_file_at_once_and_lands_whole(tmp_path):
     upload = start(tmp_path)
     chunk = os.urandom(32768)
     for n in range(3):
         upload.write_at(n * len(chunk), chunk)
-    assert os.stat(upload.temp_path).st_size == 0  # held, not yet a syscall each
+        assert os.stat(upload.temp_path).st_size == (n + 1) * len(chunk)  # nothing held back
+    upload.seek(len(chunk))
+    assert upload.read(10) == chunk[:10]  # what a client's READ of its open handle sees
     landed = upload.land()
     assert landed.size == 3 * len(chunk)
     assert (tmp_path / "landing" / "call.wav").read_bytes() == chunk * 3
+    assert not upload.temp_path.exists()
 
 
-def test_held_bytes_never_exceed_the_buffer(tmp_path):
-    upload = start(tmp_path)
-    chunk = b"x" * 32768
-    for n in range(WRITE_BUFFER_BYTES // len(chunk) + 1):
-        upload.write_at(n * len(chunk), chunk)
-    assert os.stat(upload.temp_path).st_size == WRITE_BUFFER_BYTES
-    upload.flush()
-    assert os.stat(upload.temp_path).st_size == WRITE_BUFFER_BYTES + len(chunk)
-    upload.discard()
-
-
-def test_discard_drops_held_bytes_and_counts_them(tmp_path):
+def test_discard_drops_the_bytes_and_counts_them(tmp_path):
     upload = start(tmp_path)
     upload.write_at(0, b"a" * 100)
     assert upload.discard() == 100
