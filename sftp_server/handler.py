@@ -77,7 +77,9 @@ class LandingSftpServer(asyncssh.SFTPServer):
 
     # Files -------------------------------------------------------------------------------
 
-    async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        # Not a coroutine: asyncssh awaits what it returns only when it is awaitable, and a
+        # new file (nearly every OPEN) needs no wait.
         if not pflags & asyncssh.FXF_WRITE:
             local = self.jail.local(self.jail.resolve(path))
             # asyncssh closes it on CLOSE or at the end of the session
@@ -86,10 +88,17 @@ class LandingSftpServer(asyncssh.SFTPServer):
         where = self.jail.resolve_inside(path)
         final = self.jail.local(where)
         if _check_write_open(final, pflags):
-            # A waiting row for the old file must stop counting as complete before the client
-            # starts to rewrite it, so this one change is awaited (recorded, or handed on in
-            # order to whoever records it).
-            await self.changes.submit(LandingChange("writing", where.rel_path), urgent=True)
+            return self._reopen(where, final)
+        return self._start_upload(where, final)
+
+    async def _reopen(self, where: VirtualPath, final: Path) -> Upload:
+        # A waiting row for the old file must stop counting as complete before the client
+        # starts to rewrite it, so this one change is awaited (recorded, or handed on in order
+        # to whoever records it).
+        await self.changes.submit(LandingChange("writing", where.rel_path), urgent=True)
+        return self._start_upload(where, final)
+
+    def _start_upload(self, where: VirtualPath, final: Path) -> Upload:
         upload = Upload(self.incoming, where.rel_path, final, self.username)
         self._uploads.add(upload)
         return upload

@@ -65,6 +65,7 @@ class Upload(io.FileIO):
     def land(self) -> LandedFile:
         """Move the bytes to their landing path (blocking)."""
         try:
+            info = os.fstat(self.fileno())  # the inode that lands: no path lookup
             self.close()
             try:
                 os.replace(self.temp_path, self.final_path)
@@ -74,7 +75,6 @@ class Upload(io.FileIO):
         except BaseException:
             self.discard()
             raise
-        info = os.stat(self.final_path)
         return LandedFile(self.rel_path, info.st_size, info.st_mtime_ns)
 
     def discard(self) -> int:
