@@ -133,8 +133,11 @@ class TreeWatch:
                             pending.append(_join(folder, entry.name))
                         elif report_files and entry.is_file(follow_symlinks=False):
                             self.on_path(_join(folder, entry.name))
-            except (FileNotFoundError, NotADirectoryError):
-                continue  # gone again already
+            except OSError as exc:  # gone again already, or not ours to read
+                if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+                    log.warning("tree_watch_failed path=%s reason=%s", folder or ".",
+                                exc.strerror or exc)
+                continue
 
     def _add_watch(self, rel_folder: str) -> bool:
         path = os.fsencode(self.root / rel_folder if rel_folder else self.root)
