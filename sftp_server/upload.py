@@ -16,7 +16,7 @@ offset, answered once the bytes are in the page cache; asyncssh's default handle
 ``seek`` and a ``write``. Holding consecutive writes in memory and writing up to 1 MiB with one
 ``pwritev`` (sessions 5 and 6) cost more CPU than it saved: on session 7's bench VM the SFTP
 process spent 6.2 ms per 1 MiB upload holding them against 3.8 ms writing each at once, and
-1,000 x 1 MiB ran 50 % faster without holding (bench/RESULTS.md).
+300 x 1 MiB (no imports beside them) ran 50 % faster without holding (bench/RESULTS.md).
 """
 
 from __future__ import annotations
