@@ -91,6 +91,16 @@ class LandingSftpServer(asyncssh.SFTPServer):
             return self._reopen(where, final)
         return self._start_upload(where, final)
 
+    def open_new_upload(self, path: bytes, pflags: int) -> Upload | None:
+        """The write OPEN of a file that does not exist yet, at once (the fast path's entry);
+        None when the path names an existing file (its reopen waits for a change). Refusals
+        raise as in :meth:`open`."""
+        where = self.jail.resolve_inside(path)
+        final = self.jail.local(where)
+        if _check_write_open(final, pflags):
+            return None
+        return self._start_upload(where, final)
+
     async def _reopen(self, where: VirtualPath, final: Path) -> Upload:
         # A waiting row for the old file must stop counting as complete before the client
         # starts to rewrite it, so this one change is awaited (recorded, or handed on in order
@@ -111,10 +121,10 @@ class LandingSftpServer(asyncssh.SFTPServer):
     def close(self, file_obj: object) -> Any:
         if not isinstance(file_obj, Upload):
             return super().close(file_obj)
-        self._uploads.discard(file_obj)
         if self._session_ending():
+            self._uploads.discard(file_obj)
             return self._discard(file_obj)
-        return self._land(file_obj)
+        return self.land(file_obj)
 
     def _session_ending(self) -> bool:
         """True when asyncssh closes a handle because the session ended, not on a CLOSE request.
@@ -133,8 +143,11 @@ class LandingSftpServer(asyncssh.SFTPServer):
             return False
         return self.channel.is_closing()
 
-    def _land(self, upload: Upload) -> None:
-        # A close, a rename and a stat: cheaper on the loop than a trip to a worker thread.
+    def land(self, upload: Upload) -> None:
+        """The client's CLOSE of an upload: its bytes move into the landing tree and the
+        change is handed on. A close, a rename and an fstat: cheaper on the loop than a trip
+        to a worker thread."""
+        self._uploads.discard(upload)
         landed = upload.land()
         self._record(landed.rel_path, landed.size, landed.mtime_ns)
 

@@ -21,13 +21,20 @@ from typing import Any
 
 
 class BatchedReplies:
-    """A channel whose plain writes within one loop turn go out as one write."""
+    """A channel whose plain writes within one loop turn go out as one write.
+
+    It also counts asyncssh's replies (``replies_written``): asyncssh's SFTP server writes
+    each reply with one ``write``, so the session knows when asyncssh has answered every
+    request handed to it (``session.py``). The session's own replies go through :meth:`send`,
+    which is not counted.
+    """
 
     def __init__(self, chan: Any) -> None:
         self._chan = chan
         self._held: list[bytes] = []
         self._held_bytes = 0
         self._flush_scheduled = False
+        self.replies_written = 0
 
     def write(self, data: bytes, datatype: Any = None) -> None:
         """Hold ``data`` until the end of this loop turn (extended data goes at once, after
@@ -36,6 +43,11 @@ class BatchedReplies:
             self.flush()
             self._chan.write(data, datatype)
             return
+        self.replies_written += 1
+        self.send(data)
+
+    def send(self, data: bytes) -> None:
+        """Hold a reply the session made itself, in order with asyncssh's."""
         self._held.append(data)
         self._held_bytes += len(data)
         if not self._flush_scheduled:

@@ -83,6 +83,7 @@ async def start_sftp_server(settings: Settings, db: Database, changes: ChangeSin
         server_factory=lambda: _SftpConnection(db, guard, live, sessions.open_session),
         agent_forwarding=False, x11_forwarding=False,
         encryption_algs=preferred_ciphers(), reuse_port=reuse_port or None,
+        line_editor=False,  # SFTP only: no terminal, so no editor between channel and session
     )
     _listeners[acceptor] = _Listener(live, changes)
     log.info("sftp_server_started host=%s port=%d fingerprint=%s", settings.sftp.host,

@@ -202,6 +202,75 @@ def test_rename_replaces_an_existing_file(server, add_user, db, settings):
     assert server.rows("acme/a.wav") == []  # the old name's waiting row went with the file
 
 
+def test_handles_of_answered_uploads_serve_asyncssh_requests(server, add_user, settings):
+    # The session answers OPEN/WRITE/CLOSE of an upload itself; every other request on the
+    # handle (FSTAT, FSETSTAT, READ) is asyncssh's and must find the same file.
+    add_user()
+    with server.connect() as sftp, sftp.open("/acme/h.wav", "w+") as fh:
+        fh.write(b"RIFF" + b"\0" * 100)
+        fh.flush()
+        assert fh.stat().st_size == 104
+        fh.chmod(0o600)
+        fh.seek(0)
+        assert fh.read(4) == b"RIFF"
+    assert (settings.landing_path / "acme/h.wav").read_bytes() == b"RIFF" + b"\0" * 100
+
+
+def test_pipelined_requests_are_answered_in_order(server, add_user, settings):
+    # A RENAME that creates a.wav, then an exclusive OPEN of a.wav, sent in one piece so the
+    # server reads both at once: answered in order, the OPEN is refused. Answered out of
+    # order (the OPEN before asyncssh did the RENAME) it would start a second a.wav.
+    add_user()
+    with server.connect() as sftp, sftp.open("/acme/a.part", "wb") as fh:
+        fh.write(b"first")
+    transport = paramiko.Transport(("127.0.0.1", server.port))
+    try:
+        transport.connect(username="alice", password=PASSWORD)
+        chan = transport.open_session()
+        chan.invoke_subsystem("sftp")
+        chan.sendall(sftp_packet(1, struct.pack(">I", 3)))  # INIT, version 3
+        assert read_sftp_packet(chan)[0] == 2  # VERSION
+        rename = sftp_packet(18, struct.pack(">I", 1) + sftp_string(b"/acme/a.part")
+                             + sftp_string(b"/acme/a.wav"))
+        exclusive = 0x02 | 0x08 | 0x20  # WRITE | CREAT | EXCL
+        open_new = sftp_packet(3, struct.pack(">I", 2) + sftp_string(b"/acme/a.wav")
+                               + struct.pack(">II", exclusive, 0))
+        chan.sendall(rename + open_new)
+        replies = {}
+        for _ in range(2):
+            kind, body = read_sftp_packet(chan)
+            replies[struct.unpack_from(">I", body)[0]] = (kind, body)
+    finally:
+        transport.close()
+    assert replies[1][0] == 101 and struct.unpack_from(">I", replies[1][1], 4)[0] == 0
+    kind, body = replies[2]
+    assert kind == 101, "the exclusive OPEN got a handle: answered before the RENAME"
+    assert b"already exists" in body
+    assert (settings.landing_path / "acme/a.wav").read_bytes() == b"first"
+
+
+def sftp_string(raw: bytes) -> bytes:
+    return struct.pack(">I", len(raw)) + raw
+
+
+def sftp_packet(kind: int, body: bytes) -> bytes:
+    return struct.pack(">IB", len(body) + 1, kind) + body
+
+
+def read_sftp_packet(chan: paramiko.Channel) -> tuple[int, bytes]:
+    """(type, body) of the next SFTP packet on a raw subsystem channel."""
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            more = chan.recv(n - len(data))
+            assert more, "the server closed the channel"
+            data += more
+        return data
+    (length,) = struct.unpack(">I", exactly(4))
+    raw = exactly(length)
+    return raw[0], raw[1:]
+
+
 def test_removing_a_waiting_file_forgets_its_row(server, add_user, db, settings):
     add_user()
     with server.connect() as sftp:

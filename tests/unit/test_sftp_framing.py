@@ -1,4 +1,5 @@
-"""WriteTrimmer: re-framing the client's SFTP stream and trimming WRITEs with trailing bytes."""
+"""PacketFramer: cutting the client's SFTP stream into whole packets, trimming WRITEs with
+trailing bytes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sftp_server.framing import WriteTrimmer
+from sftp_server.framing import PacketFramer
 
 
 def string(raw: bytes) -> bytes:
@@ -29,35 +30,42 @@ INIT = packet(1, struct.pack(">I", 3))
 CLOSE = packet(4, struct.pack(">I", 8) + string(b"h1"))
 
 
-def feed_in_pieces(trimmer: WriteTrimmer, stream: bytes, size: int) -> bytes:
-    out = b"".join(trimmer.feed(stream[i:i + size]) for i in range(0, len(stream), size))
-    return out + trimmer.flush()
+def feed_in_pieces(framer: PacketFramer, stream: bytes, size: int) -> list[bytes]:
+    packets: list[bytes] = []
+    for i in range(0, len(stream), size):
+        packets += framer.feed(stream[i:i + size])
+    return packets
 
 
 def test_write_with_trailing_bytes_is_cut_to_its_declared_data():
-    trimmer = WriteTrimmer()
-    assert trimmer.feed(write(b"audio", trailing=b"\0" * 11)) == write(b"audio")
-    assert (trimmer.trimmed_packets, trimmer.trimmed_bytes) == (1, 11)
+    framer = PacketFramer()
+    assert framer.feed(write(b"audio", trailing=b"\0" * 11)) == [write(b"audio")]
+    assert (framer.trimmed_packets, framer.trimmed_bytes) == (1, 11)
 
 
-@pytest.mark.parametrize("piece", [1, 3, 4, 5, 17, 4096])
-def test_stream_split_anywhere_comes_out_whole_and_repaired(piece):
+@pytest.mark.parametrize("piece", [1, 3, 4, 5, 17, 4096, 100_000])
+def test_stream_split_anywhere_comes_out_as_whole_repaired_packets(piece):
     data = bytes(range(256)) * 200  # 51 200 bytes: more than one channel packet
     stream = INIT + write(data, trailing=b"junk") + CLOSE + write(b"x")
-    out = feed_in_pieces(WriteTrimmer(), stream, piece)
-    assert out == INIT + write(data) + CLOSE + write(b"x")
+    framer = PacketFramer()
+    assert feed_in_pieces(framer, stream, piece) == [INIT, write(data), CLOSE, write(b"x")]
+    assert framer.flush() == b""
 
 
 def test_well_formed_packets_pass_unchanged():
-    stream = INIT + write(b"abc") + CLOSE
-    trimmer = WriteTrimmer()
-    assert trimmer.feed(stream) == stream
-    assert trimmer.trimmed_packets == 0
+    framer = PacketFramer()
+    assert framer.feed(INIT + write(b"abc") + CLOSE) == [INIT, write(b"abc"), CLOSE]
+    assert framer.trimmed_packets == 0
+
+
+def test_a_chunk_that_is_one_packet_is_handed_on_as_it_is():
+    chunk = write(b"abc")
+    assert PacketFramer().feed(chunk)[0] is chunk  # no copy of the common small request
 
 
 def test_only_write_packets_are_trimmed():
     other = packet(17, struct.pack(">I", 9) + string(b"/acme") + b"extra")  # STAT + junk
-    assert WriteTrimmer().feed(other) == other  # asyncssh judges it, not us
+    assert PacketFramer().feed(other) == [other]  # asyncssh judges it, not us
 
 
 @pytest.mark.parametrize("broken", [
@@ -67,30 +75,31 @@ def test_only_write_packets_are_trimmed():
     packet(6, b""),  # no fields at all
 ])
 def test_malformed_write_passes_unchanged(broken):
-    assert WriteTrimmer().feed(broken) == broken
+    assert PacketFramer().feed(broken) == [broken]
 
 
 def test_partial_packet_is_held_back_until_complete_and_flushed_raw():
-    trimmer = WriteTrimmer()
+    framer = PacketFramer()
     whole = write(b"abcdef")
-    assert trimmer.feed(whole[:10]) == b""
-    assert trimmer.flush() == whole[:10]  # the stream ended mid-packet: asyncssh sees it as is
+    assert framer.feed(whole[:2]) == []
+    assert framer.feed(whole[2:10]) == []
+    assert framer.flush() == whole[:10]  # the stream ended mid-packet: asyncssh sees it as is
 
 
 def test_oversized_length_switches_to_passthrough():
-    trimmer = WriteTrimmer(max_packet=64)
+    framer = PacketFramer(max_packet=64)
     huge = struct.pack(">I", 10_000) + b"\x06" + b"a" * 20
-    assert trimmer.feed(huge) == huge
-    assert trimmer.feed(write(b"x", trailing=b"junk")) == write(b"x", trailing=b"junk")
+    assert framer.feed(INIT + huge) == [INIT, huge]
+    assert framer.passthrough
+    assert framer.feed(write(b"x", trailing=b"junk")) == [write(b"x", trailing=b"junk")]
 
 
-def test_chunks_of_well_formed_packets_are_handed_on_without_a_copy():
-    # 32 KiB WRITEs arrive split over SSH channel packets; none needs repair, so every chunk is
-    # passed on as the very object received (the copies were 6 % of the SFTP process's CPU).
-    stream = INIT + b"".join(write(bytes(32768), request_id=n) for n in range(4)) + CLOSE
-    trimmer = WriteTrimmer()
-    chunks = [stream[i:i + 32768] for i in range(0, len(stream), 32768)]
-    assert all(trimmer.feed(chunk) is chunk for chunk in chunks)
+def test_oversized_length_split_across_chunks_switches_to_passthrough():
+    framer = PacketFramer(max_packet=64)
+    huge = struct.pack(">I", 10_000) + b"\x06" + b"a" * 20
+    assert framer.feed(huge[:2]) == []
+    assert framer.feed(huge[2:]) == [huge]
+    assert framer.passthrough
 
 
 @st.composite
@@ -108,11 +117,13 @@ def sftp_packets(draw) -> tuple[bytes, bytes]:
 
 @settings(max_examples=300, deadline=None)
 @given(packets=st.lists(sftp_packets(), max_size=8), cuts=st.lists(st.integers(0, 3000)))
-def test_any_stream_cut_anywhere_comes_out_repaired(packets, cuts):
+def test_any_stream_cut_anywhere_comes_out_as_the_repaired_packets(packets, cuts):
     sent = b"".join(raw for raw, _ in packets)
-    expected = b"".join(repaired for _, repaired in packets)
-    trimmer = WriteTrimmer()
+    framer = PacketFramer()
     bounds = sorted({0, len(sent), *(c for c in cuts if c < len(sent))})
-    out = b"".join(trimmer.feed(sent[a:b]) for a, b in itertools.pairwise(bounds))
-    assert out + trimmer.flush() == expected
-    assert trimmer.trimmed_bytes == len(sent) - len(expected)
+    out: list[bytes] = []
+    for a, b in itertools.pairwise(bounds):
+        out += framer.feed(sent[a:b])
+    assert out == [repaired for _, repaired in packets]
+    assert framer.flush() == b""
+    assert framer.trimmed_bytes == len(sent) - sum(len(r) for _, r in packets)
