@@ -148,6 +148,15 @@ class LandingSftpServer(asyncssh.SFTPServer):
         change is handed on. A close, a rename and an fstat: cheaper on the loop than a trip
         to a worker thread."""
         self._uploads.discard(upload)
+        if upload.write_error is not None:
+            # The client was told its write failed; a CLOSE after that must not turn the
+            # partial bytes into a landing file that looks complete.
+            size = upload.discard()
+            log.warning("upload_incomplete username=%s path=%s bytes=%d error=%s",
+                        self.username, upload.rel_path, size, upload.write_error)
+            raise asyncssh.SFTPFailure(
+                f"the upload is incomplete and was discarded (a write failed: "
+                f"{upload.write_error.strerror or upload.write_error}): upload it again")
         landed = upload.land()
         self._record(landed.rel_path, landed.size, landed.mtime_ns)
 

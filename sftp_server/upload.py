@@ -54,12 +54,20 @@ class Upload(io.FileIO):
         self.rel_path = rel_path
         self.final_path = final_path
         self.username = username
+        # The first write that failed (disk full, file too large): the bytes are not all
+        # there, whatever the client does next, so the upload must not land.
+        self.write_error: OSError | None = None
 
-    def write_at(self, offset: int, data: bytes) -> int:
+    def write_at(self, offset: int, data: bytes | memoryview) -> int:
         """Write ``data`` at ``offset`` (after a short write, the rest or the error)."""
-        written = os.pwrite(self.fileno(), data, offset)
-        while written < len(data):
-            written += os.pwrite(self.fileno(), memoryview(data)[written:], offset + written)
+        try:
+            written = os.pwrite(self.fileno(), data, offset)
+            while written < len(data):
+                written += os.pwrite(self.fileno(), memoryview(data)[written:],
+                                     offset + written)
+        except OSError as exc:
+            self.write_error = self.write_error or exc
+            raise
         return len(data)
 
     def land(self) -> LandedFile:

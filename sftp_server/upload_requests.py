@@ -11,11 +11,13 @@ work: on the bench VM OpenSSH spends 0.25 ms of server CPU per 4 KiB upload, bar
   permissions, times): the same :class:`~sftp_server.handler.LandingSftpServer` calls as
   asyncssh's path, and the handle goes into asyncssh's own table, so every later request on it
   (FSTAT, FSETSTAT, fsync, READ, a CLOSE asyncssh answers) finds it;
-- ``WRITE`` to an upload's handle: one ``pwrite``;
-- ``CLOSE`` of an upload's handle: the file lands (``LandingSftpServer.land``).
+- ``WRITE`` to an upload's handle: one ``pwrite``; an error (disk full) is answered with
+  asyncssh's status for it, and marks the upload incomplete;
+- ``CLOSE`` of an upload's handle: the file lands (``LandingSftpServer.land``), or an
+  incomplete upload is discarded and the client told so.
 
 Anything else, or anything unusual about one of these (a reopen of an existing file, a
-refusal, an error writing, fields that do not fit the packet), is left to asyncssh untouched:
+refusal, fields that do not fit the packet), is left to asyncssh untouched:
 :meth:`UploadRequests.answer` returns False having changed nothing, and asyncssh does the
 request itself, refusing it in its own words. The session (``session.py``) asks only while
 asyncssh has answered every request handed to it, so replies keep the requests' order.
@@ -110,9 +112,10 @@ class UploadRequests:
             return False
         try:
             upload.write_at(offset, memoryview(packet)[data_at:])
-        except OSError:
-            return False  # asyncssh writes it again (pwrite at an offset) and answers the error
-        self._ok(packet)
+        except OSError as exc:  # the upload is marked incomplete: its CLOSE will not land it
+            self._status(packet, _os_error_status(exc))
+        else:
+            self._ok(packet)
         return True
 
     def _open(self, packet: bytes) -> bool:
@@ -147,9 +150,7 @@ class UploadRequests:
         except asyncssh.SFTPError as exc:
             self._status(packet, exc.encode(SFTP_VERSION))
         except OSError as exc:  # the upload was discarded (land); the client hears why
-            reason = exc.strerror or str(exc)
-            code = _OS_ERROR_CODES.get(exc.errno or 0, FX_FAILURE)
-            self._status(packet, asyncssh.SFTPError(code, reason).encode(SFTP_VERSION))
+            self._status(packet, _os_error_status(exc))
         else:
             self._ok(packet)
         return True
@@ -159,6 +160,12 @@ class UploadRequests:
 
     def _status(self, packet: bytes, body: bytes) -> None:
         self.send(struct.pack(">IBI", 5 + len(body), FXP_STATUS, _request_id(packet)) + body)
+
+
+def _os_error_status(exc: OSError) -> bytes:
+    """The STATUS body asyncssh gives a filesystem error (its code, the OS's words)."""
+    code = _OS_ERROR_CODES.get(exc.errno or 0, FX_FAILURE)
+    return asyncssh.SFTPError(code, exc.strerror or str(exc)).encode(SFTP_VERSION)
 
 
 def _request_id(packet: bytes) -> int:

@@ -7,7 +7,9 @@ blocking clients run in the test's thread.
 from __future__ import annotations
 
 import asyncio
+import resource
 import shutil
+import signal
 import socket
 import stat
 import struct
@@ -214,6 +216,34 @@ def test_handles_of_answered_uploads_serve_asyncssh_requests(server, add_user, s
         fh.seek(0)
         assert fh.read(4) == b"RIFF"
     assert (settings.landing_path / "acme/h.wav").read_bytes() == b"RIFF" + b"\0" * 100
+
+
+def test_upload_with_a_failed_write_never_lands(server, add_user, db, settings):
+    # A write the disk refuses (here the file size limit, as a full disk would): the client
+    # hears the error, and its CLOSE must not land the partial bytes as a complete file.
+    add_user()
+    limit = 2 << 20
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, old_limit[1]))
+    try:
+        with server.connect() as sftp:
+            with pytest.raises(OSError) as refused:  # noqa: SIM117 - the close is checked too
+                with sftp.open("/acme/big.wav", "wb") as fh:
+                    fh.write(b"RIFF" + b"\0" * (limit + 65536))
+            close_error = None
+            try:
+                sftp.stat("/acme/big.wav")
+            except OSError as exc:
+                close_error = exc
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert refused.value is not None
+    assert close_error is not None  # no landing file: stat finds nothing
+    assert not (settings.landing_path / "acme/big.wav").exists()
+    assert server.rows("acme/big.wav") == []
+    assert incoming_is_empty(settings)
 
 
 def test_pipelined_requests_are_answered_in_order(server, add_user, settings):

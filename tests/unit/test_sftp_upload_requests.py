@@ -6,6 +6,7 @@ the fast path must leave to asyncssh is checked to return False with nothing cha
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -149,3 +150,20 @@ def test_failed_landing_answers_with_the_reason(setup):
     assert sent[-1][4] == 101 and code != 0  # a failed STATUS (asyncssh's code for ENOTDIR)
     assert message == b"Not a directory"  # the OS's words, as asyncssh passes them on
     assert handle not in handles and list(server.incoming.iterdir()) == []
+
+
+def test_failed_write_is_answered_with_the_error_and_marks_the_upload(setup):
+    requests, _, handles, sent = setup
+    assert requests.answer(open_packet(b"call.wav"))
+    handle = next(iter(handles))
+    upload = handles[handle]
+    read_only = os.open(os.devnull, os.O_RDONLY)
+    try:
+        os.dup2(read_only, upload.fileno())  # every pwrite now fails with EBADF
+        assert requests.answer(write_packet(handle, 0, b"data", request_id=21))
+    finally:
+        os.close(read_only)
+    assert sent[-1][4] == 101 and struct.unpack_from(">I", sent[-1], 9)[0] == 4  # FX_FAILURE
+    assert b"Bad file descriptor" in sent[-1]
+    assert upload.write_error is not None  # its CLOSE will not land it (LandingSftpServer)
+    upload.discard()
