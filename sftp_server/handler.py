@@ -85,9 +85,8 @@ class LandingSftpServer(asyncssh.SFTPServer):
             # asyncssh closes it on CLOSE or at the end of the session
             return open(local, "rb", buffering=0,
                         opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW))
-        where = self.jail.resolve_inside(path)
-        final = self.jail.local(where)
-        if _check_write_open(final, pflags):
+        where, final, exists = self._write_target(path, pflags)
+        if exists:
             return self._reopen(where, final)
         return self._start_upload(where, final)
 
@@ -95,11 +94,14 @@ class LandingSftpServer(asyncssh.SFTPServer):
         """The write OPEN of a file that does not exist yet, at once (the fast path's entry);
         None when the path names an existing file (its reopen waits for a change). Refusals
         raise as in :meth:`open`."""
+        where, final, exists = self._write_target(path, pflags)
+        return None if exists else self._start_upload(where, final)
+
+    def _write_target(self, path: bytes, pflags: int) -> tuple[VirtualPath, Path, bool]:
+        """Where a write OPEN of ``path`` goes, and whether a file is there (refusals raise)."""
         where = self.jail.resolve_inside(path)
         final = self.jail.local(where)
-        if _check_write_open(final, pflags):
-            return None
-        return self._start_upload(where, final)
+        return where, final, _check_write_open(final, pflags)
 
     async def _reopen(self, where: VirtualPath, final: Path) -> Upload:
         # A waiting row for the old file must stop counting as complete before the client
