@@ -48,9 +48,8 @@ class PacketFramer:
         packets: list[bytes] = []
         pos = self._complete_partial(view, packets) if self._partial else 0
         end = len(data)
-        while pos < end and not self.passthrough:
-            if end - pos < _LENGTH:
-                break
+        # After _complete_partial either the view is used up or the held packet is complete.
+        while end - pos >= _LENGTH:
             stop = pos + _LENGTH + int.from_bytes(view[pos:pos + _LENGTH], "big")
             if stop - pos - _LENGTH > self.max_packet:
                 self.passthrough = True
@@ -62,7 +61,7 @@ class PacketFramer:
             whole = data if pos == 0 and stop == end else bytes(view[pos:stop])
             packets.append(self._repaired(whole))
             pos = stop
-        if pos < end and not self.passthrough:
+        if pos < end:
             self._partial += view[pos:]
         return packets
 
