@@ -19,13 +19,17 @@ work: on the bench VM OpenSSH spends 0.25 ms of server CPU per 4 KiB upload, bar
 Anything else, or anything unusual about one of these (a reopen of an existing file, a
 refusal, fields that do not fit the packet), is left to asyncssh untouched:
 :meth:`UploadRequests.answer` returns False having changed nothing, and asyncssh does the
-request itself, refusing it in its own words. The session (``session.py``) asks only while
-asyncssh has answered every request handed to it, so replies keep the requests' order.
+request itself, refusing it in its own words. That is decided before anything is done (an
+overrunning field is met while parsing); an unexpected error once a request has acted is
+answered as asyncssh answers one (``Failure``, "Uncaught exception: …") and logged, never handed
+on to be done twice. The session (``session.py``) asks only while asyncssh has answered every
+request handed to it, so replies keep the requests' order.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import struct
 from collections.abc import Callable
 
@@ -56,6 +60,8 @@ from asyncssh.constants import (
 from sftp_server.handler import LandingSftpServer
 from sftp_server.upload import Upload
 
+log = logging.getLogger(__name__)
+
 SFTP_VERSION = 3  # the session serves version 3 only (MIN_SFTP_VERSION)
 # The fixed-size attributes an OPEN may carry, and their sizes; others go to asyncssh.
 _ATTR_SIZES = ((FILEXFER_ATTR_SIZE, 8), (FILEXFER_ATTR_UIDGID, 8),
@@ -64,7 +70,8 @@ _PLAIN_ATTRS = sum(bit for bit, _ in _ATTR_SIZES)
 # Where the fields start: uint32 length, byte type, uint32 request id.
 _FIELDS_AT = 9
 _UINT32 = struct.Struct(">I")
-_UINT64 = struct.Struct(">Q")
+_OFFSET_AND_SIZE = struct.Struct(">QI")  # a WRITE's offset and data length
+_FLAGS = struct.Struct(">II")  # an OPEN's pflags and attribute flags
 _STATUS_OK = struct.Struct(">IBIIII")  # length, type, id, code, empty message, empty language
 # The statuses asyncssh gives filesystem errors (SFTPServerHandler._process_packet).
 _OS_ERROR_CODES = {
@@ -88,45 +95,46 @@ class UploadRequests:
     def answer(self, packet: bytes) -> bool:
         """Answer ``packet`` (one whole request) when it is an upload request this path
         takes; False, with nothing done, when asyncssh must."""
-        try:
-            kind = packet[4]
-            if kind == FXP_WRITE:
-                return self._write(packet)
-            if kind == FXP_OPEN:
-                return self._open(packet)
-            if kind == FXP_CLOSE:
-                return self._close(packet)
-        except (IndexError, struct.error):  # fields that overrun the packet
+        if len(packet) <= _FIELDS_AT:
             return False
-        return False
+        kind = packet[4]
+        if kind == FXP_WRITE:
+            parse, act = _write_request, self._write
+        elif kind == FXP_OPEN:
+            parse, act = _open_request, self._open
+        elif kind == FXP_CLOSE:
+            parse, act = _close_request, self._close
+        else:
+            return False
+        # Only the parsing may meet fields that overrun the packet (asyncssh's to judge);
+        # an error past that point has acted, so it is answered here and never handed on.
+        try:
+            request = parse(packet)
+        except (IndexError, struct.error):
+            return False
+        if request is None:
+            return False
+        try:
+            return act(packet, *request)
+        except Exception as exc:  # a bug: answered as asyncssh answers one, and logged loudly
+            log.exception("sftp_upload_request_failed kind=%d", kind)
+            self._status(packet, asyncssh.SFTPFailure(
+                f"Uncaught exception: {exc}").encode(SFTP_VERSION))
+            return True
 
-    def _write(self, packet: bytes) -> bool:
-        handle, at = _string(packet, _FIELDS_AT)
+    def _write(self, packet: bytes, handle: bytes, offset: int, data: memoryview) -> bool:
         upload = self.handles.get(handle)
         if type(upload) is not Upload:
             return False
-        (offset,) = _UINT64.unpack_from(packet, at)
-        (size,) = _UINT32.unpack_from(packet, at + 8)
-        data_at = at + 12
-        if data_at + size != len(packet):
-            return False
         try:
-            upload.write_at(offset, memoryview(packet)[data_at:])
+            upload.write_at(offset, data)
         except OSError as exc:  # the upload is marked incomplete: its CLOSE will not land it
             self._status(packet, _os_error_status(exc))
         else:
             self._ok(packet)
         return True
 
-    def _open(self, packet: bytes) -> bool:
-        path, at = _string(packet, _FIELDS_AT)
-        (pflags,) = _UINT32.unpack_from(packet, at)
-        (attr_flags,) = _UINT32.unpack_from(packet, at + 4)
-        if not pflags & FXF_WRITE or attr_flags & ~_PLAIN_ATTRS:
-            return False
-        end = at + 8 + sum(size for bit, size in _ATTR_SIZES if attr_flags & bit)
-        if end != len(packet):
-            return False
+    def _open(self, packet: bytes, path: bytes, pflags: int) -> bool:
         try:
             upload = self.server.open_new_upload(path, pflags)
         except (asyncssh.SFTPError, OSError):
@@ -139,10 +147,9 @@ class UploadRequests:
                               len(handle)) + handle)
         return True
 
-    def _close(self, packet: bytes) -> bool:
-        handle, at = _string(packet, _FIELDS_AT)
+    def _close(self, packet: bytes, handle: bytes) -> bool:
         upload = self.handles.get(handle)
-        if type(upload) is not Upload or at != len(packet):
+        if type(upload) is not Upload:
             return False
         del self.handles[handle]
         try:
@@ -160,6 +167,35 @@ class UploadRequests:
 
     def _status(self, packet: bytes, body: bytes) -> None:
         self.send(struct.pack(">IBI", 5 + len(body), FXP_STATUS, _request_id(packet)) + body)
+
+
+def _write_request(packet: bytes) -> tuple[bytes, int, memoryview] | None:
+    """A WRITE's handle, offset and data; None when its data length is not the packet's rest."""
+    handle, at = _string(packet, _FIELDS_AT)
+    offset, size = _OFFSET_AND_SIZE.unpack_from(packet, at)
+    data_at = at + _OFFSET_AND_SIZE.size
+    if data_at + size != len(packet):
+        return None
+    return handle, offset, memoryview(packet)[data_at:]
+
+
+def _open_request(packet: bytes) -> tuple[bytes, int] | None:
+    """An OPEN's path and flags; None unless it opens for writing with plain attributes that
+    end the packet."""
+    path, at = _string(packet, _FIELDS_AT)
+    pflags, attr_flags = _FLAGS.unpack_from(packet, at)
+    if not pflags & FXF_WRITE or attr_flags & ~_PLAIN_ATTRS:
+        return None
+    end = at + _FLAGS.size + sum(size for bit, size in _ATTR_SIZES if attr_flags & bit)
+    if end != len(packet):
+        return None
+    return path, pflags
+
+
+def _close_request(packet: bytes) -> tuple[bytes] | None:
+    """A CLOSE's handle; None when anything follows it."""
+    handle, at = _string(packet, _FIELDS_AT)
+    return (handle,) if at == len(packet) else None
 
 
 def _os_error_status(exc: OSError) -> bytes:

@@ -167,3 +167,28 @@ def test_failed_write_is_answered_with_the_error_and_marks_the_upload(setup):
     assert b"Bad file descriptor" in sent[-1]
     assert upload.write_error is not None  # its CLOSE will not land it (LandingSftpServer)
     upload.discard()
+
+
+def test_an_error_after_the_landing_began_is_answered_not_handed_to_asyncssh(setup, caplog):
+    """Past the parsing the request has acted (here: its handle is gone), so even an error of
+    the kind an overrunning field raises must be answered, never left to asyncssh to redo."""
+    requests, server, handles, sent = setup
+    assert requests.answer(open_packet(b"call.wav"))
+    handle = next(iter(handles))
+    upload = handles[handle]
+
+    def broken_land(_upload: Upload) -> None:
+        raise IndexError("a bug in landing")
+
+    server.land = broken_land
+    assert requests.answer(packet(CLOSE, 31, string(handle)))
+    assert sent[-1][4] == 101 and struct.unpack_from(">II", sent[-1], 5) == (31, 4)
+    assert b"Uncaught exception: a bug in landing" in sent[-1]
+    assert "sftp_upload_request_failed" in caplog.text
+    upload.discard()
+
+
+def test_a_packet_too_short_for_a_request_id_is_left_to_asyncssh(setup):
+    requests, _, handles, sent = setup
+    assert not requests.answer(struct.pack(">IB", 1, OPEN))
+    assert (sent, handles) == ([], {})
