@@ -73,6 +73,18 @@ def shapes(quick: bool, big_mib: int | None = None) -> list[Shape]:
     ]
 
 
+def disk_bytes(quick: bool, big_mib: int | None, rounds: int) -> int:
+    """The most this benchmark holds on disk at once, at its end: every shape's source files,
+    ingestd's imports of every round (both daemons'), and the peers' uploads of every round of
+    the many-file shapes (deleted at the end, see ``_clear``)."""
+    every = shapes(quick, big_mib)
+    sources = sum(shape.total_bytes for shape in every)
+    kept_by_peers = sum(shape.total_bytes for shape in every
+                        if shape.files * shape.clients > CLEAR_AT_ONCE)
+    parallel = next(shape for shape in every if shape.clients > 1)
+    return sources + rounds * (sources + 2 * kept_by_peers + parallel.total_bytes)
+
+
 def prepare(work: Path, shape: Shape) -> list[Path]:
     """One folder of distinct WAVs per client."""
     folders = []

@@ -26,6 +26,12 @@ from figures import Figure
 log = logging.getLogger("bench")
 BENCH_DIR = Path(__file__).resolve().parent
 BENCHMARKS = ("sftp", "detection", "scale", "growth", "pipeline", "memory", "external")
+GB = 1_000_000_000
+# What the other benchmarks keep in the work dir (deleted only at the end of the run), at full
+# size, rounded up from a run's du (session 9): 20,000 recordings and their imports; the 1 M-row
+# SQLite fixture; the 500 MB recording and its import; the HTTP upload's (in the same /tmp).
+DISK_BYTES_FULL = {"detection": GB // 10, "scale": 2 * GB, "growth": 3 * GB // 2,
+                   "pipeline": GB // 10, "memory": 3 * GB // 2, "external": 3 * GB // 2}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -126,6 +132,12 @@ def main(argv: list[str]) -> int:
         logging.getLogger(chatty).setLevel(logging.WARNING)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ingestd-bench-"))
     work.mkdir(parents=True, exist_ok=True)
+    short = _disk_shortfall(args, work)
+    if short:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+        print(f"bench/run: {short}", file=sys.stderr)
+        return 2
     header = figures.machine()
     log.info("work dir %s; %s", work, header["machine"])
     from sshd import make_key
@@ -148,6 +160,32 @@ def main(argv: list[str]) -> int:
     if args.markdown:
         write_markdown(args.markdown, header, results, elapsed, args.quick)
     return 0
+
+
+def disk_needed(args: argparse.Namespace) -> int:
+    """Bytes the selected benchmarks hold in the work dir at their peak, all together (the
+    work dir is deleted only at the end of the run)."""
+    import sftp_throughput
+    needed = 0
+    for name in args.only or BENCHMARKS:
+        if name == "sftp":
+            needed += sftp_throughput.disk_bytes(args.quick, args.big_mib,
+                                                 args.sftp_rounds or (1 if args.quick else 3))
+        else:
+            needed += DISK_BYTES_FULL[name] // (10 if args.quick else 1)
+    return needed
+
+
+def _disk_shortfall(args: argparse.Namespace, work: Path) -> str:
+    """Why the run would fill its disk part-way (as a run once did, its uploads failing with
+    "no space"), or '' when the work dir's file system has room."""
+    needed, free = disk_needed(args), shutil.disk_usage(work).free
+    if free >= needed:
+        return ""
+    return (f"the work dir {work} has {free / GB:.1f} GB free; this run needs about "
+            f"{needed / GB:.1f} GB (the SFTP shapes keep every round's uploads until the end). "
+            "Free some space, pass --workdir on a larger disk, or run fewer benchmarks "
+            "(--only, --quick).")
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:

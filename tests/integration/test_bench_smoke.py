@@ -2,8 +2,8 @@
 
 Fast checks (a few seconds), not the benchmarks themselves (``bench/run --quick`` is the smoke
 run): the synthetic recordings pass the real intake validation, the growth fixture fits the
-real schema, the plan check flags a table scan and not an index search, and the results table
-reads external figures.
+real schema, the plan check flags a table scan and not an index search, the results table
+reads external figures, and a run that would fill its disk is refused before it starts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import figures  # noqa: E402
 import growth  # noqa: E402
 import growth_fixture  # noqa: E402
 import recordings  # noqa: E402
+import suite  # noqa: E402
 
 from ingestd import audio, config  # noqa: E402
 from ingestd.db import Database  # noqa: E402
@@ -58,3 +59,17 @@ def test_table_reads_external_figure_lines():
     [fig] = figures.parse_external(output, "x.py")
     assert fig.ratio == 0.5
     assert "0.50x" in figures.table([fig])
+
+
+def test_run_that_would_fill_the_disk_is_refused_before_it_starts(tmp_path, capsys):
+    full = suite.parse_args([])
+    # The SFTP shapes alone: 3 GB of sources, and each round's uploads kept on three servers.
+    assert suite.disk_needed(suite.parse_args(["--only", "sftp"])) > 20 * suite.GB
+    assert suite.disk_needed(suite.parse_args(["--quick"])) < suite.disk_needed(full) / 10
+    over_the_free_space = suite.shutil.disk_usage(tmp_path).free // (1 << 20) + 1  # MiB
+    code = suite.main(["--only", "sftp", "--workdir", str(tmp_path / "w"),
+                       "--big-mib", str(over_the_free_space)])
+    assert code == 2
+    said = capsys.readouterr().err
+    assert "GB free" in said and "--workdir on a larger disk" in said
+    assert list((tmp_path / "w").iterdir()) == []  # nothing was written, nothing was started
