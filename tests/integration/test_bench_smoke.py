@@ -3,7 +3,8 @@
 Fast checks (a few seconds), not the benchmarks themselves (``bench/run --quick`` is the smoke
 run): the synthetic recordings pass the real intake validation, the growth fixture fits the
 real schema, the plan check flags a table scan and not an index search, the results table
-reads external figures, and a run that would fill its disk is refused before it starts.
+reads external figures, the one-process SFTP row is reported as the scaling figure, and a run
+that would fill its disk is refused before it starts.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import figures  # noqa: E402
 import growth  # noqa: E402
 import growth_fixture  # noqa: E402
 import recordings  # noqa: E402
+import sftp_throughput  # noqa: E402
 import suite  # noqa: E402
 
 from ingestd import audio, config  # noqa: E402
@@ -73,3 +75,13 @@ def test_run_that_would_fill_the_disk_is_refused_before_it_starts(tmp_path, caps
     said = capsys.readouterr().err
     assert "GB free" in said and "--workdir on a larger disk" in said
     assert list((tmp_path / "w").iterdir()) == []  # nothing was written, nothing was started
+
+
+def test_one_process_row_is_the_scaling_figure_not_a_judged_one():
+    default = figures.Figure("SFTP (d) 8 clients", 350.0, "MB/s", peer=320.0,
+                             target=">= 0.75x", passed=True)
+    one = figures.Figure("SFTP (d) 8 clients with sftp.processes = 1", 227.0, "MB/s",
+                         peer=380.0, target=">= 0.75x", passed=False, note="per round …")
+    row = sftp_throughput._scaling_figure(one, default)
+    assert (row.passed, row.target, round(row.ratio, 2)) == (None, "", 0.6)
+    assert "auto over one process 1.54x" in row.note and row.note.endswith("per round …")
