@@ -2,8 +2,10 @@
 
 ``py-spy record --idle --format raw`` samples every thread, waiting ones included (a thread in
 ``fsync`` or waiting on ffprobe is where an import spends its time, so idle samples matter).
-The summary counts, per thread kind, the share of samples in each product function (inclusive)
-and in each leaf frame, so a miss can be explained in a few lines of RESULTS.md.
+The summary counts the share of samples in each product function (inclusive) and in each leaf
+frame, so a miss can be explained in a few lines of RESULTS.md. With ``subprocesses`` the
+daemon's SFTP processes are sampled too, and summarised apart from the main process: a small
+upload's time is mostly theirs.
 """
 
 from __future__ import annotations
@@ -26,15 +28,17 @@ def py_spy() -> str | None:
     return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
 
 
-def sample(pid: int, seconds: float, rate: int = 50) -> list[str]:
-    """Sample ``pid`` for ``seconds``; the summary lines (empty when py-spy is unavailable)."""
+def sample(pid: int, seconds: float, rate: int = 50, subprocesses: bool = False) -> list[str]:
+    """Sample ``pid`` (and its child processes with ``subprocesses``) for ``seconds``; the
+    summary lines (a line saying why, when py-spy is unavailable or fails)."""
     spy = py_spy()
     if spy is None:
         return ["py-spy is not installed (.venv/bin/pip install py-spy)"]
     with tempfile.NamedTemporaryFile(suffix=".txt") as out:
         result = subprocess.run([spy, "record", "--pid", str(pid), "--duration",
                                  str(int(seconds)), "--rate", str(rate), "--idle",
-                                 "--nonblocking", "--format", "raw", "--output", out.name],
+                                 "--nonblocking", "--format", "raw", "--output", out.name,
+                                 *(["--subprocesses"] if subprocesses else [])],
                                 capture_output=True, text=True, timeout=seconds + 60)
         raw = Path(out.name).read_text(errors="replace")
     if result.returncode != 0 or not raw:
@@ -43,27 +47,38 @@ def sample(pid: int, seconds: float, rate: int = 50) -> list[str]:
 
 
 def summarise(raw: str, top: int = 12) -> list[str]:
-    """Inclusive product functions and leaf frames by share of samples (busy threads only)."""
-    inclusive: Counter[str] = Counter()
-    leaves: Counter[str] = Counter()
-    total = 0
+    """Inclusive product functions and leaf frames by share of samples (busy threads only),
+    the main process and the SFTP processes apart when both were sampled."""
+    per_process: dict[str, list[tuple[list[str], int]]] = {}
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
         frames = stack.split(";")
+        kind = ""
         if frames[0].startswith("process "):  # present with --subprocesses: not a frame
+            kind = "SFTP processes" if "sftp_process" in frames[0] else "main process"
             frames = frames[1:]
         if not any(PRODUCT.search(f) for f in frames) or _idle_loop(frames):
             continue  # an idle event loop or pool thread waiting for work
-        count = int(count_text)
-        total += count
+        per_process.setdefault(kind, []).append((frames, int(count_text)))
+    if not per_process:
+        return ["no samples inside product code"]
+    lines: list[str] = []
+    for kind in sorted(per_process):
+        lines += _summary(per_process[kind], top, f"{kind}: " if kind else "")
+    return lines
+
+
+def _summary(stacks: list[tuple[list[str], int]], top: int, heading: str) -> list[str]:
+    inclusive: Counter[str] = Counter()
+    leaves: Counter[str] = Counter()
+    total = sum(count for _, count in stacks)
+    for frames, count in stacks:
         for name in {_short(f, lines=False) for f in frames if PRODUCT.search(f)}:
             inclusive[name] += count
         leaves[_short(frames[-1])] += count
-    if not total:
-        return ["no samples inside product code"]
-    lines = [f"{total} samples in product code; inclusive share per function:"]
+    lines = [f"{heading}{total} samples in product code; inclusive share per function:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
     lines.append("leaf frames (where the thread actually was):")
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in leaves.most_common(top)]

@@ -3,7 +3,8 @@
 Fast checks (a few seconds), not the benchmarks themselves (``bench/run --quick`` is the smoke
 run): the synthetic recordings pass the real intake validation, the growth fixture fits the
 real schema, the plan check flags a table scan and not an index search, the results table
-reads external figures, the one-process SFTP row is reported as the scaling figure, and a run
+reads external figures, a profile of the daemon and its SFTP processes is summarised per
+process, the one-process SFTP row is reported as the scaling figure, and a run
 that would fill its disk is refused before it starts.
 """
 
@@ -23,6 +24,7 @@ import growth  # noqa: E402
 import growth_fixture  # noqa: E402
 import recordings  # noqa: E402
 import sftp_throughput  # noqa: E402
+import spy  # noqa: E402
 import suite  # noqa: E402
 
 from ingestd import audio, config  # noqa: E402
@@ -85,3 +87,17 @@ def test_one_process_row_is_the_scaling_figure_not_a_judged_one():
     row = sftp_throughput._scaling_figure(one, default)
     assert (row.passed, row.target, round(row.ratio, 2)) == (None, "", 0.6)
     assert "auto over one process 1.54x" in row.note and row.note.endswith("per round …")
+
+
+def test_profile_of_the_daemon_and_its_sftp_processes_is_summarised_apart():
+    main = 'process 10:"python ingestd serve"'
+    child = 'process 11:"python -m cli.sftp_process"'
+    raw = "\n".join([
+        f"{main};main (cli/app.py:1);import_files (batch/importer.py:9);fsync (os.py:1) 30",
+        f"{child};main (cli/sftp_process.py:5);answer (sftp_server/upload_requests.py:80) 60",
+        f"{child};_run_once (asyncio/base_events.py:1);select (selectors.py:468) 500",
+    ])
+    lines = spy.summarise(raw)
+    assert lines[0] == "SFTP processes: 60 samples in product code; inclusive share per function:"
+    assert "main process: 30 samples in product code; inclusive share per function:" in lines
+    assert "  100.0%  answer (sftp_server/upload_requests.py:80)" in lines
