@@ -57,8 +57,9 @@ def summarise(raw: str, top: int = 12) -> list[str]:
         frames = stack.split(";")
         kind = ""
         if frames[0].startswith("process "):  # present with --subprocesses: not a frame
-            kind = "SFTP processes" if "sftp_process" in frames[0] else "main process"
             frames = frames[1:]
+            kind = ("SFTP processes" if any("cli/sftp_process.py" in f for f in frames)
+                    else "main process")
         if not any(PRODUCT.search(f) for f in frames) or _idle_loop(frames):
             continue  # an idle event loop or pool thread waiting for work
         per_process.setdefault(kind, []).append((frames, int(count_text)))
@@ -86,9 +87,13 @@ def _summary(stacks: list[tuple[list[str], int]], top: int, heading: str) -> lis
 
 
 def _idle_loop(frames: list[str]) -> bool:
-    """The event loop waiting in its selector, a thread parked on a condition: no work."""
+    """The event loop waiting in its selector, a thread parked on a condition: no work.
+
+    uvloop's loop runs in C, so a sample that ends in ``Runner.run`` is that loop between
+    callbacks: mostly waiting, partly its own socket work, which py-spy cannot tell apart; it is
+    left out, and the shares are of the Python work (a callback shows as frames above it)."""
     leaf = frames[-1]
-    if "Condition.wait (threading.py" in leaf:
+    if "Condition.wait (threading.py" in leaf or leaf.startswith("Runner.run (asyncio/runners.py"):
         return True
     return "selectors.py" in leaf and any("_run_once" in f for f in frames)
 

@@ -90,12 +90,13 @@ def test_one_process_row_is_the_scaling_figure_not_a_judged_one():
 
 
 def test_profile_of_the_daemon_and_its_sftp_processes_is_summarised_apart():
-    main = 'process 10:"python ingestd serve"'
-    child = 'process 11:"python -m cli.sftp_process"'
+    # py-spy names a process by its executable only: the frames tell an SFTP process apart.
+    main, child = 'process 10:"/v/bin/python"', 'process 11:"/v/bin/python"'
     raw = "\n".join([
         f"{main};main (cli/app.py:1);import_files (batch/importer.py:9);fsync (os.py:1) 30",
-        f"{child};main (cli/sftp_process.py:5);answer (sftp_server/upload_requests.py:80) 60",
-        f"{child};_run_once (asyncio/base_events.py:1);select (selectors.py:468) 500",
+        f"{main};main (cli/app.py:1);Runner.run (asyncio/runners.py:118) 900",  # uvloop idle
+        f"{child};<module> (cli/sftp_process.py:5);answer (sftp_server/upload_requests.py:80) 60",
+        f"{child};<module> (cli/sftp_process.py:5);Runner.run (asyncio/runners.py:118) 500",
     ])
     lines = spy.summarise(raw)
     assert lines[0] == "SFTP processes: 60 samples in product code; inclusive share per function:"
