@@ -45,6 +45,7 @@ MIB = 1 << 20
 # The (c) upload takes 4-5 s on the 2-core VMs: the sample is of the upload, not of the imports
 # that go on after it.
 PROFILE_SECONDS = 4
+PROFILE_RATE = 250  # samples per second and thread: a few hundred in 4 s of the SFTP process
 # 4 KiB files are 0.5 s long, the 1 GiB file is over the default 500 MB size limit.
 LIMITS_OPENED = dict(limits__min_duration_seconds=0, limits__max_duration_seconds=10_000_000,
                      limits__max_file_bytes=4 << 30)
@@ -264,7 +265,7 @@ def _upload_ingestd(work: Path, key: Path, shape: Shape, daemon: BenchDaemon,
     scope = f"bench/{shape.key}-r{number}"
     daemon_cpu = cpu_seconds(daemon.pid)
     spy = threading.Thread(target=lambda: profile_lines.extend(
-        sample(daemon.pid, PROFILE_SECONDS, subprocesses=True)))
+        sample(daemon.pid, PROFILE_SECONDS, rate=PROFILE_RATE, subprocesses=True)))
     if profile_lines is not None:
         spy.start()
     seconds = parallel_uploads(daemon.sftp_port, "bench", key,
