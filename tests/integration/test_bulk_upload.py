@@ -26,8 +26,11 @@ from cli.bulk import PlannedFile, Uploader, plan_upload
 from ingestd import api_keys
 from ingestd.models import ApiKey, BulkJob, Call
 
-# Registers the command when cli/app.py does not (yet), then runs the real entry point.
-RUNNER = ("from cli import app as a, upload as u\n"
+# Registers the command when cli/app.py does not (yet), then runs the real entry point. Ctrl-C
+# (SIGINT) reaches it as at a terminal even when the test run itself was started in the
+# background by a shell without job control, which starts its children with SIGINT ignored.
+RUNNER = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+          "from cli import app as a, upload as u\n"
           "if not any(c.name == 'upload' for c in a.app.registered_commands):\n"
           "    a.app.command('upload')(u.upload)\n"
           "a.main()\n")
