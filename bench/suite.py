@@ -66,7 +66,7 @@ def plan(args: argparse.Namespace, work: Path, key: Path) -> dict[str, Callable[
     def sftp() -> list[Figure]:
         import sftp_throughput
         return sftp_throughput.run(work / "sftp", key, quick, args.big_mib, args.profile,
-                                   args.sftp_rounds or (1 if quick else 3))
+                                   sftp_rounds(args))
 
     def detection() -> list[Figure]:
         import detection as bench
@@ -162,6 +162,11 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def sftp_rounds(args: argparse.Namespace) -> int:
+    """Rounds per SFTP shape and server: ``--sftp-rounds``, else 3 (1 with ``--quick``)."""
+    return args.sftp_rounds or (1 if args.quick else 3)
+
+
 def disk_needed(args: argparse.Namespace) -> int:
     """Bytes the selected benchmarks hold in the work dir at their peak, all together (the
     work dir is deleted only at the end of the run)."""
@@ -169,8 +174,7 @@ def disk_needed(args: argparse.Namespace) -> int:
     needed = 0
     for name in args.only or BENCHMARKS:
         if name == "sftp":
-            needed += sftp_throughput.disk_bytes(args.quick, args.big_mib,
-                                                 args.sftp_rounds or (1 if args.quick else 3))
+            needed += sftp_throughput.disk_bytes(args.quick, args.big_mib, sftp_rounds(args))
         else:
             needed += DISK_BYTES_FULL[name] // (10 if args.quick else 1)
     return needed
